@@ -1,0 +1,116 @@
+//! `ApiError`: every failure the server reports, rendered as a metav1.Status like kube-apiserver.
+
+use serde_json::{Value, json};
+
+/// One field-level cause inside a `422 Invalid` or `409 Conflict` Status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cause {
+    /// `FieldValueRequired`, `FieldValueInvalid`, `FieldValueNotSupported`, `FieldManagerConflict`, ...
+    pub reason: String,
+    pub message: String,
+    /// Dotted field path, e.g. `spec.subject.email`.
+    pub field: String,
+}
+
+/// An error reply. `code` is the HTTP status; `reason` the metav1.StatusReason.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{code} {reason}: {message}")]
+pub struct ApiError {
+    pub code: u16,
+    pub reason: &'static str,
+    pub message: String,
+    /// `details` of the Status: name, group, kind, causes, retryAfterSeconds.
+    pub details: Option<Value>,
+}
+
+impl ApiError {
+    pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
+        ApiError { code, reason, message: message.into(), details: None }
+    }
+
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(400, "BadRequest", message)
+    }
+
+    /// `resource` is the plural with group, e.g. `datasubjectrequests.privacy-operator.dev`.
+    pub fn not_found(group: &str, plural: &str, name: &str) -> Self {
+        let res = qualified(group, plural);
+        Self::new(404, "NotFound", format!("{res} \"{name}\" not found"))
+            .with_details(json!({"name": name, "group": group, "kind": plural}))
+    }
+
+    pub fn already_exists(group: &str, plural: &str, name: &str) -> Self {
+        let res = qualified(group, plural);
+        Self::new(409, "AlreadyExists", format!("{res} \"{name}\" already exists"))
+            .with_details(json!({"name": name, "group": group, "kind": plural}))
+    }
+
+    pub fn conflict(group: &str, plural: &str, name: &str, why: &str) -> Self {
+        let res = qualified(group, plural);
+        Self::new(
+            409,
+            "Conflict",
+            format!("Operation cannot be fulfilled on {res} \"{name}\": {why}"),
+        )
+        .with_details(json!({"name": name, "group": group, "kind": plural}))
+    }
+
+    /// 422 with the apiserver's message shape: `Kind.group "name" is invalid: [a, b]`.
+    pub fn invalid(group: &str, kind: &str, name: &str, causes: Vec<Cause>) -> Self {
+        let gk = if group.is_empty() { kind.to_string() } else { format!("{kind}.{group}") };
+        let msgs: Vec<String> = causes.iter().map(|c| c.message.clone()).collect();
+        let joined = if msgs.len() == 1 { msgs[0].clone() } else { format!("[{}]", msgs.join(", ")) };
+        let causes_json: Vec<Value> = causes
+            .iter()
+            .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
+            .collect();
+        Self::new(422, "Invalid", format!("{gk} \"{name}\" is invalid: {joined}"))
+            .with_details(json!({"name": name, "group": group, "kind": kind, "causes": causes_json}))
+    }
+
+    pub fn method_not_allowed(message: impl Into<String>) -> Self {
+        Self::new(405, "MethodNotAllowed", message)
+    }
+
+    pub fn unsupported_media_type(content_type: &str) -> Self {
+        Self::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf (got {content_type})"))
+    }
+
+    pub fn gone(message: impl Into<String>) -> Self {
+        Self::new(410, "Expired", message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(500, "InternalError", message)
+    }
+
+    pub fn too_many_requests(message: impl Into<String>) -> Self {
+        Self::new(429, "TooManyRequests", message).with_details(json!({"retryAfterSeconds": 1}))
+    }
+
+    /// The metav1.Status body.
+    pub fn to_status(&self) -> Value {
+        let mut s = json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        });
+        if let Some(d) = &self.details {
+            s["details"] = d.clone();
+        }
+        s
+    }
+}
+
+fn qualified(group: &str, plural: &str) -> String {
+    if group.is_empty() { plural.to_string() } else { format!("{plural}.{group}") }
+}
