@@ -1,1 +1,10 @@
+//! privacy-operator turns privacy obligations (GDPR, UK GDPR, CCPA/CPRA, LGPD) into declarative
+//! Kubernetes resources. See the README for the tour and `api` for the resource reference.
+
 pub mod api;
+pub mod cli;
+pub mod dev;
+pub mod error;
+pub mod telemetry;
+
+pub use error::{Error, Result};

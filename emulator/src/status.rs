@@ -114,3 +114,76 @@ impl ApiError {
 fn qualified(group: &str, plural: &str) -> String {
     if group.is_empty() { plural.to_string() } else { format!("{plural}.{group}") }
 }
+
+impl ApiError {
+    /// 403 Forbidden, e.g. creating content in a terminating namespace.
+    pub fn forbidden(group: &str, plural: &str, name: &str, message: impl Into<String>) -> Self {
+        Self::new(403, "Forbidden", message).with_details(json!({"name": name, "group": group, "kind": plural}))
+    }
+
+    /// 404 for a URL that names no served resource (message as the apiserver's mux).
+    pub fn path_not_found() -> Self {
+        Self::new(404, "NotFound", "the server could not find the requested resource")
+            .with_details(json!({}))
+    }
+
+    /// 405 for a verb the resource does not support.
+    pub fn verb_not_supported(verb: &str, group_resource: &str) -> Self {
+        Self::method_not_allowed(format!("{verb} is not supported on resources of kind \"{group_resource}\""))
+    }
+
+    /// 422 built from schema validation errors, messages as apimachinery's `field.Error`.
+    pub fn from_field_errors(group: &str, kind: &str, name: &str, errors: &[crate::schema::FieldError]) -> Self {
+        let causes = errors.iter().map(cause_from_field_error).collect();
+        Self::invalid(group, kind, name, causes)
+    }
+
+    /// 429 with an explicit `Retry-After`.
+    pub fn too_many_requests_after(message: impl Into<String>, retry_after_seconds: u64) -> Self {
+        Self::new(429, "TooManyRequests", message).with_details(json!({"retryAfterSeconds": retry_after_seconds}))
+    }
+
+    /// 504 Timeout (e.g. a watch or list that cannot be served in time).
+    pub fn timeout(message: impl Into<String>) -> Self {
+        Self::new(504, "Timeout", message)
+    }
+
+    /// `Retry-After` seconds carried in the details, if any.
+    pub fn retry_after_seconds(&self) -> Option<u64> {
+        self.details.as_ref()?.get("retryAfterSeconds")?.as_u64()
+    }
+}
+
+/// Maps a schema field error to a Status cause (message as apimachinery's `field.Error`).
+pub fn cause_from_field_error(e: &crate::schema::FieldError) -> Cause {
+    Cause { reason: e.reason().to_string(), message: e.message(), field: e.field.clone() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::{FieldError, FieldErrorKind};
+
+    #[test]
+    fn field_error_messages_match_apimachinery() {
+        let e = FieldError {
+            field: "spec.type".into(),
+            kind: FieldErrorKind::NotSupported,
+            bad_value: Some(json!("Foo")),
+            detail: "supported values: \"Access\", \"Erasure\"".into(),
+        };
+        assert_eq!(
+            cause_from_field_error(&e).message,
+            "spec.type: Unsupported value: \"Foo\": supported values: \"Access\", \"Erasure\""
+        );
+        let e = FieldError { field: "spec.subject".into(), kind: FieldErrorKind::Required, bad_value: None, detail: String::new() };
+        assert_eq!(cause_from_field_error(&e).message, "spec.subject: Required value");
+        let e = FieldError { field: "spec.x".into(), kind: FieldErrorKind::Invalid, bad_value: Some(json!("y")), detail: "detail".into() };
+        let c = cause_from_field_error(&e);
+        assert_eq!(c.message, "spec.x: Invalid value: \"y\": detail");
+        assert_eq!(c.reason, "FieldValueInvalid");
+        let err = ApiError::from_field_errors("privacy-operator.dev", "DataSubjectRequest", "x", &[e]);
+        assert_eq!(err.code, 422);
+        assert_eq!(err.message, "DataSubjectRequest.privacy-operator.dev \"x\" is invalid: spec.x: Invalid value: \"y\": detail");
+    }
+}
