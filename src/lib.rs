@@ -5,6 +5,7 @@ pub mod api;
 pub mod cli;
 pub mod dev;
 pub mod error;
+pub mod plan;
 pub mod telemetry;
 
 pub use error::{Error, Result};

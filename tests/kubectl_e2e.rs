@@ -1,3 +1,4 @@
+#![recursion_limit = "256"]
 //! The product as a user meets it before any controller runs: the real kubectl (oldest and
 //! newest we support) applies the generated CRDs and every example to the emulator, shows the
 //! printer columns, explains the fields, and refuses each malformed manifest with a message

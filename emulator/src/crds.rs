@@ -14,7 +14,16 @@ use crate::store::State;
 /// The finalizer the apiserver puts on every CRD so that deleting it first deletes its objects.
 pub const CLEANUP_FINALIZER: &str = "customresourcecleanup.apiextensions.k8s.io";
 
-const CR_VERBS: &[&str] = &["delete", "deletecollection", "get", "list", "patch", "create", "update", "watch"];
+const CR_VERBS: &[&str] = &[
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "create",
+    "update",
+    "watch",
+];
 
 /// What a valid CRD serves: one `ResourceInfo` per served version, and which one stores.
 #[derive(Debug)]
@@ -28,19 +37,32 @@ fn invalid(name: &str, field: &str, reason: &str, message: String) -> ApiError {
         "apiextensions.k8s.io",
         "CustomResourceDefinition",
         name,
-        vec![Cause { reason: reason.into(), message, field: field.into() }],
+        vec![Cause {
+            reason: reason.into(),
+            message,
+            field: field.into(),
+        }],
     )
 }
 
 fn required(name: &str, field: &str) -> ApiError {
-    invalid(name, field, "FieldValueRequired", format!("{field}: Required value"))
+    invalid(
+        name,
+        field,
+        "FieldValueRequired",
+        format!("{field}: Required value"),
+    )
 }
 
 /// Validates a CRD, applies the apiserver's defaults to its spec and compiles every served
 /// version's schema. On success the CRD's status is filled in as if the establishing
 /// controllers had run.
 pub fn prepare(crd: &mut Value, old: Option<&Value>, now: &str) -> Result<Served, ApiError> {
-    let name = crd.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+    let name = crd
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     let group = str_at(crd, "/spec/group");
     let plural = str_at(crd, "/spec/names/plural");
     let kind = str_at(crd, "/spec/names/kind");
@@ -58,7 +80,9 @@ pub fn prepare(crd: &mut Value, old: Option<&Value>, now: &str) -> Result<Served
             &name,
             "metadata.name",
             "FieldValueInvalid",
-            format!("metadata.name: Invalid value: {name:?}: must be spec.names.plural+\".\"+spec.group"),
+            format!(
+                "metadata.name: Invalid value: {name:?}: must be spec.names.plural+\".\"+spec.group"
+            ),
         ));
     }
     let scope = str_at(crd, "/spec/scope");
@@ -71,7 +95,9 @@ pub fn prepare(crd: &mut Value, old: Option<&Value>, now: &str) -> Result<Served
                 &name,
                 "spec.scope",
                 "FieldValueNotSupported",
-                format!("spec.scope: Unsupported value: {other:?}: supported values: \"Cluster\", \"Namespaced\""),
+                format!(
+                    "spec.scope: Unsupported value: {other:?}: supported values: \"Cluster\", \"Namespaced\""
+                ),
             ));
         }
     };
@@ -79,7 +105,12 @@ pub fn prepare(crd: &mut Value, old: Option<&Value>, now: &str) -> Result<Served
         && !old_scope.is_empty()
         && old_scope != scope
     {
-        return Err(invalid(&name, "spec.scope", "FieldValueInvalid", format!("spec.scope: Invalid value: {scope:?}: field is immutable")));
+        return Err(invalid(
+            &name,
+            "spec.scope",
+            "FieldValueInvalid",
+            format!("spec.scope: Invalid value: {scope:?}: field is immutable"),
+        ));
     }
 
     // Defaults (SetDefaults_CustomResourceDefinitionSpec).
@@ -93,7 +124,11 @@ pub fn prepare(crd: &mut Value, old: Option<&Value>, now: &str) -> Result<Served
 
     let short_names = str_list(crd, "/spec/names/shortNames");
     let categories = str_list(crd, "/spec/names/categories");
-    let versions = crd.pointer("/spec/versions").and_then(Value::as_array).cloned().unwrap_or_default();
+    let versions = crd
+        .pointer("/spec/versions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     if versions.is_empty() {
         return Err(required(&name, "spec.versions"));
     }
@@ -107,7 +142,10 @@ pub fn prepare(crd: &mut Value, old: Option<&Value>, now: &str) -> Result<Served
             &name,
             "spec.versions",
             "FieldValueInvalid",
-            format!("spec.versions: Invalid value: {}: must have exactly one version marked as storage version", Value::Array(versions.clone())),
+            format!(
+                "spec.versions: Invalid value: {}: must have exactly one version marked as storage version",
+                Value::Array(versions.clone())
+            ),
         ));
     }
     let storage_version = storage[0].clone();
@@ -120,10 +158,21 @@ pub fn prepare(crd: &mut Value, old: Option<&Value>, now: &str) -> Result<Served
         }
         let schema_field = format!("spec.versions[{i}].schema.openAPIV3Schema");
         let Some(raw_schema) = v.pointer("/schema/openAPIV3Schema") else {
-            return Err(invalid(&name, &schema_field, "FieldValueRequired", format!("{schema_field}: Required value: schemas are required")));
+            return Err(invalid(
+                &name,
+                &schema_field,
+                "FieldValueRequired",
+                format!("{schema_field}: Required value: schemas are required"),
+            ));
         };
-        let compiled = StructuralSchema::compile_at(raw_schema, &schema_field)
-            .map_err(|errs| ApiError::from_field_errors("apiextensions.k8s.io", "CustomResourceDefinition", &name, &errs))?;
+        let compiled = StructuralSchema::compile_at(raw_schema, &schema_field).map_err(|errs| {
+            ApiError::from_field_errors(
+                "apiextensions.k8s.io",
+                "CustomResourceDefinition",
+                &name,
+                &errs,
+            )
+        })?;
         if v.get("served").and_then(Value::as_bool) != Some(true) {
             continue;
         }
@@ -149,11 +198,16 @@ pub fn prepare(crd: &mut Value, old: Option<&Value>, now: &str) -> Result<Served
     }
 
     set_established_status(crd, old, &storage_version, now);
-    Ok(Served { resources, storage_version })
+    Ok(Served {
+        resources,
+        storage_version,
+    })
 }
 
 fn printer_columns(version: &Value) -> Vec<PrinterColumn> {
-    let cols = version.get("additionalPrinterColumns").and_then(Value::as_array);
+    let cols = version
+        .get("additionalPrinterColumns")
+        .and_then(Value::as_array);
     match cols {
         Some(cols) if !cols.is_empty() => cols
             .iter()
@@ -190,16 +244,28 @@ fn set_established_status(crd: &mut Value, old: Option<&Value>, storage_version:
     let since = |t: &str| {
         old_conditions
             .iter()
-            .find(|c| c.get("type").and_then(Value::as_str) == Some(t) && c.get("status").and_then(Value::as_str) == Some("True"))
+            .find(|c| {
+                c.get("type").and_then(Value::as_str) == Some(t)
+                    && c.get("status").and_then(Value::as_str) == Some("True")
+            })
             .and_then(|c| c.get("lastTransitionTime").cloned())
             .unwrap_or_else(|| json!(now))
     };
-    let mut stored: Vec<String> = old.map(|o| str_list(o, "/status/storedVersions")).unwrap_or_default();
+    let mut stored: Vec<String> = old
+        .map(|o| str_list(o, "/status/storedVersions"))
+        .unwrap_or_default();
     if !stored.iter().any(|v| v == storage_version) {
         stored.push(storage_version.to_string());
     }
     let mut accepted = serde_json::Map::new();
-    for k in ["plural", "singular", "shortNames", "kind", "listKind", "categories"] {
+    for k in [
+        "plural",
+        "singular",
+        "shortNames",
+        "kind",
+        "listKind",
+        "categories",
+    ] {
         if let Some(v) = names.get(k) {
             accepted.insert(k.into(), v.clone());
         }
@@ -226,7 +292,10 @@ pub fn mark_terminating(crd: &mut Value, now: &str) {
     if !crd.get("status").is_some_and(Value::is_object) {
         crd["status"] = json!({});
     }
-    match crd["status"].get_mut("conditions").and_then(Value::as_array_mut) {
+    match crd["status"]
+        .get_mut("conditions")
+        .and_then(Value::as_array_mut)
+    {
         Some(conds) => {
             conds.retain(|c| c.get("type").and_then(Value::as_str) != Some("Terminating"));
             conds.push(cond);
@@ -275,17 +344,28 @@ pub fn unregister(state: &mut State, crd: &Value) {
 
 /// The CRD object that serves `gr`, if `gr` is a custom resource.
 pub fn crd_for(state: &State, gr: &GroupResource) -> Option<Arc<Value>> {
-    state.get(&crd_resource(), &crate::store::ObjectKey::new("", format!("{}.{}", gr.resource, gr.group)))
+    state.get(
+        &crd_resource(),
+        &crate::store::ObjectKey::new("", format!("{}.{}", gr.resource, gr.group)),
+    )
 }
 
 fn str_at(v: &Value, ptr: &str) -> String {
-    v.pointer(ptr).and_then(Value::as_str).unwrap_or_default().to_string()
+    v.pointer(ptr)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn str_list(v: &Value, ptr: &str) -> Vec<String> {
     v.pointer(ptr)
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -338,13 +418,28 @@ mod tests {
         c["metadata"]["name"] = json!("wrong.example.com");
         let err = prepare(&mut c, None, "now").unwrap_err();
         assert_eq!(err.code, 422);
-        assert!(err.message.contains("must be spec.names.plural+\".\"+spec.group"), "{}", err.message);
+        assert!(
+            err.message
+                .contains("must be spec.names.plural+\".\"+spec.group"),
+            "{}",
+            err.message
+        );
         let mut c = crd();
         c["spec"]["versions"][1]["storage"] = json!(true);
-        assert!(prepare(&mut c, None, "now").unwrap_err().message.contains("exactly one version"));
+        assert!(
+            prepare(&mut c, None, "now")
+                .unwrap_err()
+                .message
+                .contains("exactly one version")
+        );
         let mut c = crd();
         c["spec"]["versions"][0]["schema"] = json!({});
         let err = prepare(&mut c, None, "now").unwrap_err();
-        assert!(err.message.contains("spec.versions[0].schema.openAPIV3Schema: Required value"), "{}", err.message);
+        assert!(
+            err.message
+                .contains("spec.versions[0].schema.openAPIV3Schema: Required value"),
+            "{}",
+            err.message
+        );
     }
 }

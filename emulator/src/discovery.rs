@@ -33,13 +33,20 @@ pub fn core_versions(server_address: &str) -> Value {
 }
 
 fn group_json(name: &str, versions: &[String]) -> Value {
-    let vs: Vec<Value> = versions.iter().map(|v| json!({"groupVersion": format!("{name}/{v}"), "version": v})).collect();
+    let vs: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{name}/{v}"), "version": v}))
+        .collect();
     let preferred = vs.first().cloned().unwrap_or(Value::Null);
     json!({"name": name, "versions": vs, "preferredVersion": preferred})
 }
 
 pub fn group_list(registry: &Registry) -> Value {
-    let groups: Vec<Value> = registry.groups().iter().map(|(g, vs)| group_json(g, vs)).collect();
+    let groups: Vec<Value> = registry
+        .groups()
+        .iter()
+        .map(|(g, vs)| group_json(g, vs))
+        .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
@@ -61,7 +68,11 @@ fn status_verbs() -> Value {
 
 /// `/api/v1` or `/apis/<group>/<version>`.
 pub fn resource_list(group: &str, version: &str, resources: &[Arc<ResourceInfo>]) -> Value {
-    let group_version = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    let group_version = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
     let mut out = Vec::new();
     let mut sorted: Vec<&Arc<ResourceInfo>> = resources.iter().collect();
     sorted.sort_by(|a, b| a.plural.cmp(&b.plural));
@@ -97,7 +108,8 @@ fn aggregated_resource(r: &ResourceInfo) -> Value {
         subresources.push(json!({"subresource": "status", "responseKind": response_kind, "verbs": status_verbs()}));
     }
     for (sub, verbs) in builtin::extra_subresources(r) {
-        subresources.push(json!({"subresource": sub, "responseKind": response_kind, "verbs": verbs}));
+        subresources
+            .push(json!({"subresource": sub, "responseKind": response_kind, "verbs": verbs}));
     }
     let mut v = json!({
         "resource": r.plural,
@@ -137,7 +149,11 @@ pub fn aggregated(registry: &Registry, core: bool, discovery_version: &str) -> V
     let items: Vec<Value> = if core {
         vec![aggregated_group(registry, "", &["v1".to_string()])]
     } else {
-        registry.groups().iter().map(|(g, vs)| aggregated_group(registry, g, vs)).collect()
+        registry
+            .groups()
+            .iter()
+            .map(|(g, vs)| aggregated_group(registry, g, vs))
+            .collect()
     };
     json!({
         "kind": "APIGroupDiscoveryList",
@@ -163,11 +179,25 @@ mod tests {
     fn lists_groups_and_resources() {
         let r = registry();
         let groups = group_list(&r);
-        let names: Vec<&str> = groups["groups"].as_array().unwrap().iter().map(|g| g["name"].as_str().unwrap()).collect();
+        let names: Vec<&str> = groups["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["name"].as_str().unwrap())
+            .collect();
         assert!(names.contains(&"batch") && names.contains(&"apiextensions.k8s.io"));
         let core = resource_list("", "v1", &r.resources_in("", "v1"));
-        let names: Vec<&str> = core["resources"].as_array().unwrap().iter().map(|g| g["name"].as_str().unwrap()).collect();
-        assert!(names.contains(&"namespaces/status") && names.contains(&"secrets") && names.contains(&"namespaces/finalize"));
+        let names: Vec<&str> = core["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["name"].as_str().unwrap())
+            .collect();
+        assert!(
+            names.contains(&"namespaces/status")
+                && names.contains(&"secrets")
+                && names.contains(&"namespaces/finalize")
+        );
         let agg = aggregated(&r, false, "v2");
         assert_eq!(agg["kind"], "APIGroupDiscoveryList");
         assert!(group(&r, "nope").is_none());

@@ -41,7 +41,14 @@ pub struct FaultRule {
 impl FaultRule {
     /// A rule that never fires until given a probability or period.
     pub fn new(kind: FaultKind) -> Self {
-        FaultRule { kind, probability: 0.0, every_nth: None, writes_only: false, resource: None, max_failures: None }
+        FaultRule {
+            kind,
+            probability: 0.0,
+            every_nth: None,
+            writes_only: false,
+            resource: None,
+            max_failures: None,
+        }
     }
 
     pub fn probability(mut self, p: f64) -> Self {
@@ -84,7 +91,10 @@ impl FaultRule {
 }
 
 pub fn is_write(verb: &str) -> bool {
-    matches!(verb, "create" | "update" | "patch" | "delete" | "deletecollection")
+    matches!(
+        verb,
+        "create" | "update" | "patch" | "delete" | "deletecollection"
+    )
 }
 
 struct RuleState {
@@ -118,7 +128,13 @@ impl Faults {
     pub(crate) fn new(core: Arc<Core>) -> Self {
         let (drop_watches, _) = watch::channel(0);
         Faults {
-            inner: Mutex::new(Inner { rules: Vec::new(), rng: 0x9E37_79B9_7F4A_7C15, latency: Duration::ZERO, drop_after_events: None, injected: 0 }),
+            inner: Mutex::new(Inner {
+                rules: Vec::new(),
+                rng: 0x9E37_79B9_7F4A_7C15,
+                latency: Duration::ZERO,
+                drop_after_events: None,
+                injected: 0,
+            }),
             drop_watches,
             core,
         }
@@ -134,7 +150,11 @@ impl Faults {
     }
 
     pub fn add_rule(&self, rule: FaultRule) {
-        self.lock().rules.push(RuleState { rule, seen: 0, fired: 0 });
+        self.lock().rules.push(RuleState {
+            rule,
+            seen: 0,
+            fired: 0,
+        });
     }
 
     /// Removes every rule, latency and watch-drop setting.
@@ -185,18 +205,31 @@ impl Faults {
     }
 
     /// Decides whether this request fails, and with what.
-    pub(crate) fn check(&self, verb: &str, group: &str, plural: &str, name: &str) -> Option<ApiError> {
+    pub(crate) fn check(
+        &self,
+        verb: &str,
+        group: &str,
+        plural: &str,
+        name: &str,
+    ) -> Option<ApiError> {
         let mut g = self.lock();
         let mut hit = None;
         for i in 0..g.rules.len() {
             if !g.rules[i].rule.matches(verb, plural, group) {
                 continue;
             }
-            if g.rules[i].rule.max_failures.is_some_and(|m| g.rules[i].fired >= m) {
+            if g.rules[i]
+                .rule
+                .max_failures
+                .is_some_and(|m| g.rules[i].fired >= m)
+            {
                 continue;
             }
             g.rules[i].seen += 1;
-            let periodic = g.rules[i].rule.every_nth.is_some_and(|n| g.rules[i].seen % n == 0);
+            let periodic = g.rules[i]
+                .rule
+                .every_nth
+                .is_some_and(|n| g.rules[i].seen.is_multiple_of(n));
             let p = g.rules[i].rule.probability;
             let random = p > 0.0 && next_f64(&mut g.rng) < p;
             if periodic || random {
@@ -214,10 +247,15 @@ impl Faults {
                 name,
                 "the object has been modified; please apply your changes to the latest version and try again",
             ),
-            FaultKind::TooManyRequests { retry_after_seconds } => {
-                ApiError::too_many_requests_after("the server has received too many requests and has asked us to try again later", retry_after_seconds)
-            }
-            FaultKind::InternalError => ApiError::internal("an error on the server (\"injected fault\") has prevented the request from succeeding"),
+            FaultKind::TooManyRequests {
+                retry_after_seconds,
+            } => ApiError::too_many_requests_after(
+                "the server has received too many requests and has asked us to try again later",
+                retry_after_seconds,
+            ),
+            FaultKind::InternalError => ApiError::internal(
+                "an error on the server (\"injected fault\") has prevented the request from succeeding",
+            ),
         })
     }
 }
@@ -246,7 +284,12 @@ mod tests {
     #[test]
     fn every_nth_and_filters() {
         let f = faults();
-        f.add_rule(FaultRule::new(FaultKind::InternalError).every_nth(2).writes_only().resource("jobs.batch"));
+        f.add_rule(
+            FaultRule::new(FaultKind::InternalError)
+                .every_nth(2)
+                .writes_only()
+                .resource("jobs.batch"),
+        );
         assert!(f.check("create", "batch", "jobs", "a").is_none());
         assert_eq!(f.check("create", "batch", "jobs", "a").unwrap().code, 500);
         assert!(f.check("get", "batch", "jobs", "a").is_none());
@@ -260,7 +303,9 @@ mod tests {
             let f = faults();
             f.set_seed(42);
             f.add_rule(FaultRule::new(FaultKind::Conflict).probability(0.5));
-            (0..64).map(|_| f.check("update", "", "secrets", "x").is_some()).collect::<Vec<_>>()
+            (0..64)
+                .map(|_| f.check("update", "", "secrets", "x").is_some())
+                .collect::<Vec<_>>()
         };
         let a = run();
         assert_eq!(a, run());
@@ -271,7 +316,13 @@ mod tests {
     #[test]
     fn too_many_requests_and_max_failures() {
         let f = faults();
-        f.add_rule(FaultRule::new(FaultKind::TooManyRequests { retry_after_seconds: 2 }).every_nth(1).max_failures(1));
+        f.add_rule(
+            FaultRule::new(FaultKind::TooManyRequests {
+                retry_after_seconds: 2,
+            })
+            .every_nth(1)
+            .max_failures(1),
+        );
         let e = f.check("list", "", "secrets", "").unwrap();
         assert_eq!((e.code, e.retry_after_seconds()), (429, Some(2)));
         assert!(f.check("list", "", "secrets", "").is_none());

@@ -126,7 +126,14 @@ impl EmulatorBuilder {
             addr,
         });
         let task = tokio::spawn(server::serve(listener, shared));
-        Ok(EmulatorHandle { addr, core, faults, log, shutdown: shutdown_tx, task: Mutex::new(Some(task)) })
+        Ok(EmulatorHandle {
+            addr,
+            core,
+            faults,
+            log,
+            shutdown: shutdown_tx,
+            task: Mutex::new(Some(task)),
+        })
     }
 }
 
@@ -142,7 +149,9 @@ pub struct EmulatorHandle {
 
 impl std::fmt::Debug for EmulatorHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmulatorHandle").field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("EmulatorHandle")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 

@@ -43,7 +43,9 @@ impl Propagation {
                 "",
                 vec![crate::status::Cause {
                     reason: "FieldValueNotSupported".into(),
-                    message: format!("propagationPolicy: Unsupported value: {other:?}: supported values: \"Foreground\", \"Background\", \"Orphan\""),
+                    message: format!(
+                        "propagationPolicy: Unsupported value: {other:?}: supported values: \"Foreground\", \"Background\", \"Orphan\""
+                    ),
                     field: "propagationPolicy".into(),
                 }],
             )),
@@ -78,7 +80,10 @@ impl DeleteOptions {
         if let Some(uid) = body.pointer("/preconditions/uid").and_then(Value::as_str) {
             self.precondition_uid = Some(uid.to_string());
         }
-        if let Some(rv) = body.pointer("/preconditions/resourceVersion").and_then(Value::as_str) {
+        if let Some(rv) = body
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+        {
             self.precondition_rv = Some(rv.to_string());
         }
         if let Some(d) = body.get("dryRun").and_then(Value::as_array)
@@ -112,9 +117,17 @@ pub struct Deleted {
 }
 
 /// DELETE of one object.
-pub fn delete(state: &mut State, info: &ResourceInfo, key: &ObjectKey, opts: &DeleteOptions, now: &str) -> Result<Deleted, ApiError> {
+pub fn delete(
+    state: &mut State,
+    info: &ResourceInfo,
+    key: &ObjectKey,
+    opts: &DeleteOptions,
+    now: &str,
+) -> Result<Deleted, ApiError> {
     let gr = info.group_resource_key();
-    let obj = state.get(&gr, key).ok_or_else(|| ApiError::not_found(&info.group, &info.plural, &key.name))?;
+    let obj = state
+        .get(&gr, key)
+        .ok_or_else(|| ApiError::not_found(&info.group, &info.plural, &key.name))?;
     if let Some(uid) = &opts.precondition_uid {
         let actual = meta_str(&obj, "uid");
         if uid != actual {
@@ -122,7 +135,9 @@ pub fn delete(state: &mut State, info: &ResourceInfo, key: &ObjectKey, opts: &De
                 &info.group,
                 &info.plural,
                 &key.name,
-                &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"),
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"
+                ),
             ));
         }
     }
@@ -133,12 +148,17 @@ pub fn delete(state: &mut State, info: &ResourceInfo, key: &ObjectKey, opts: &De
                 &info.group,
                 &info.plural,
                 &key.name,
-                &format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {actual}"),
+                &format!(
+                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {actual}"
+                ),
             ));
         }
     }
     let mut warnings = Vec::new();
-    if opts.propagation.is_none() && opts.orphan_dependents.is_none() && crate::builtin::orphans_by_default(info) {
+    if opts.propagation.is_none()
+        && opts.orphan_dependents.is_none()
+        && crate::builtin::orphans_by_default(info)
+    {
         warnings.push(crate::builtin::JOB_ORPHAN_WARNING.to_string());
     }
     let policy = opts.policy(info);
@@ -147,14 +167,25 @@ pub fn delete(state: &mut State, info: &ResourceInfo, key: &ObjectKey, opts: &De
             Plan::Remove => ((*obj).clone(), true),
             Plan::Mark(o) | Plan::Unchanged(o) => (o, false),
         };
-        return Ok(Deleted { object: Arc::new(object), removed, warnings });
+        return Ok(Deleted {
+            object: Arc::new(object),
+            removed,
+            warnings,
+        });
     }
-    let r = ObjRef { gr, key: key.clone() };
+    let r = ObjRef {
+        gr,
+        key: key.clone(),
+    };
     let mut work = VecDeque::new();
     let outcome = delete_ref(state, &r, policy, now, &mut work);
     run(state, work, now);
     let (object, removed) = outcome.unwrap_or((obj, true));
-    Ok(Deleted { object, removed, warnings })
+    Ok(Deleted {
+        object,
+        removed,
+        warnings,
+    })
 }
 
 enum Plan {
@@ -171,11 +202,12 @@ fn plan(obj: &Value, gr: &GroupResource, policy: Propagation, state: &State, now
     let mut fins = finalizers(obj);
     let has_dependents = !uid.is_empty() && !state.dependents_of(&uid).is_empty();
     match policy {
-        Propagation::Foreground if has_dependents => {
-            if !fins.iter().any(|f| f == FOREGROUND_FINALIZER) {
-                fins.push(FOREGROUND_FINALIZER.to_string());
-            }
+        Propagation::Foreground
+            if has_dependents && !fins.iter().any(|f| f == FOREGROUND_FINALIZER) =>
+        {
+            fins.push(FOREGROUND_FINALIZER.to_string());
         }
+        Propagation::Foreground if has_dependents => {}
         Propagation::Foreground | Propagation::Background if !is_deleting(obj) => {
             fins.retain(|f| f != ORPHAN_FINALIZER);
         }
@@ -202,7 +234,13 @@ fn plan(obj: &Value, gr: &GroupResource, policy: Propagation, state: &State, now
 
 /// Deletes (or starts deleting) one stored object with a policy. Returns the object as it
 /// now stands and whether it is gone; `None` when it did not exist.
-fn delete_ref(state: &mut State, r: &ObjRef, policy: Propagation, now: &str, work: &mut VecDeque<Work>) -> Option<(Arc<Value>, bool)> {
+fn delete_ref(
+    state: &mut State,
+    r: &ObjRef,
+    policy: Propagation,
+    now: &str,
+    work: &mut VecDeque<Work>,
+) -> Option<(Arc<Value>, bool)> {
     let obj = state.get_ref(r)?;
     let uid = meta_str(&obj, "uid").to_string();
     if policy == Propagation::Orphan && !uid.is_empty() {
@@ -244,9 +282,14 @@ fn delete_ref(state: &mut State, r: &ObjRef, policy: Propagation, now: &str, wor
 /// Removes ownerReferences to `uid` from its dependents.
 fn orphan_dependents(state: &mut State, uid: &str) {
     for dep in state.dependents_of(uid) {
-        let Some(obj) = state.get_ref(&dep) else { continue };
+        let Some(obj) = state.get_ref(&dep) else {
+            continue;
+        };
         let mut new = (*obj).clone();
-        if let Some(refs) = new.pointer_mut("/metadata/ownerReferences").and_then(Value::as_array_mut) {
+        if let Some(refs) = new
+            .pointer_mut("/metadata/ownerReferences")
+            .and_then(Value::as_array_mut)
+        {
             refs.retain(|o| o.get("uid").and_then(Value::as_str) != Some(uid));
             if refs.is_empty()
                 && let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut)
@@ -264,7 +307,10 @@ fn sweep_namespace(state: &mut State, ns: &str, now: &str, work: &mut VecDeque<W
             if is_deleting(&obj) {
                 continue;
             }
-            let r = ObjRef { gr: gr.clone(), key: ObjectKey::of(&obj) };
+            let r = ObjRef {
+                gr: gr.clone(),
+                key: ObjectKey::of(&obj),
+            };
             delete_ref(state, &r, Propagation::Background, now, work);
         }
     }
@@ -272,12 +318,17 @@ fn sweep_namespace(state: &mut State, ns: &str, now: &str, work: &mut VecDeque<W
 }
 
 fn sweep_crd(state: &mut State, crd: &Value, now: &str, work: &mut VecDeque<Work>) {
-    let Some(gr) = crds::served_resource(crd) else { return };
+    let Some(gr) = crds::served_resource(crd) else {
+        return;
+    };
     for obj in state.list(&gr, None, None) {
         if is_deleting(&obj) {
             continue;
         }
-        let r = ObjRef { gr: gr.clone(), key: ObjectKey::of(&obj) };
+        let r = ObjRef {
+            gr: gr.clone(),
+            key: ObjectKey::of(&obj),
+        };
         delete_ref(state, &r, Propagation::Background, now, work);
     }
     work.push_back(Work::CheckCrd(meta_str(crd, "name").to_string()));
@@ -298,14 +349,28 @@ enum Work {
 
 /// Follow-ups after an object was created or updated (ownerReferences may dangle) — call
 /// with the stored object.
-pub fn after_write(state: &mut State, gr: &GroupResource, old: Option<&Value>, new: &Value, now: &str) {
+pub fn after_write(
+    state: &mut State,
+    gr: &GroupResource,
+    old: Option<&Value>,
+    new: &Value,
+    now: &str,
+) {
     let mut work = VecDeque::new();
-    let refs_changed = old.is_none_or(|o| o.pointer("/metadata/ownerReferences") != new.pointer("/metadata/ownerReferences"));
+    let refs_changed = old.is_none_or(|o| {
+        o.pointer("/metadata/ownerReferences") != new.pointer("/metadata/ownerReferences")
+    });
     if refs_changed && new.pointer("/metadata/ownerReferences").is_some() {
-        work.push_back(Work::CheckDependent(ObjRef { gr: gr.clone(), key: ObjectKey::of(new) }));
+        work.push_back(Work::CheckDependent(ObjRef {
+            gr: gr.clone(),
+            key: ObjectKey::of(new),
+        }));
     }
     if is_deleting(new) && finalizers(new).iter().any(|f| f == FOREGROUND_FINALIZER) {
-        work.push_back(Work::CheckForeground(ObjRef { gr: gr.clone(), key: ObjectKey::of(new) }));
+        work.push_back(Work::CheckForeground(ObjRef {
+            gr: gr.clone(),
+            key: ObjectKey::of(new),
+        }));
     }
     if *gr == namespaces_resource() && is_deleting(new) {
         work.push_back(Work::CheckNamespace(meta_str(new, "name").to_string()));
@@ -352,11 +417,16 @@ fn on_removed(state: &mut State, gr: &GroupResource, obj: &Value, work: &mut Vec
     }
     let ns = meta_str(obj, "namespace");
     if !ns.is_empty()
-        && state.get(&namespaces_resource(), &ObjectKey::new("", ns)).is_some_and(|n| is_deleting(&n))
+        && state
+            .get(&namespaces_resource(), &ObjectKey::new("", ns))
+            .is_some_and(|n| is_deleting(&n))
     {
         work.push_back(Work::CheckNamespace(ns.to_string()));
     }
-    if state.registry.any_version(gr).is_some_and(|i| i.patch_kind == PatchKind::Custom)
+    if state
+        .registry
+        .any_version(gr)
+        .is_some_and(|i| i.patch_kind == PatchKind::Custom)
         && let Some(crd) = crds::crd_for(state, gr)
         && is_deleting(&crd)
     {
@@ -374,7 +444,12 @@ fn check_dependent(state: &mut State, r: &ObjRef, now: &str, work: &mut VecDeque
     if is_deleting(&obj) {
         return;
     }
-    let Some(refs) = obj.pointer("/metadata/ownerReferences").and_then(Value::as_array) else { return };
+    let Some(refs) = obj
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+    else {
+        return;
+    };
     if refs.is_empty() {
         return;
     }
@@ -385,7 +460,10 @@ fn check_dependent(state: &mut State, r: &ObjRef, now: &str, work: &mut VecDeque
         let uid = o.get("uid").and_then(Value::as_str).unwrap_or_default();
         match state.by_uid(uid).and_then(|or| state.get_ref(or)) {
             None => stale.push(uid.to_string()),
-            Some(owner) if is_deleting(&owner) && finalizers(&owner).iter().any(|f| f == FOREGROUND_FINALIZER) => {
+            Some(owner)
+                if is_deleting(&owner)
+                    && finalizers(&owner).iter().any(|f| f == FOREGROUND_FINALIZER) =>
+            {
                 waiting += 1;
                 stale.push(uid.to_string());
             }
@@ -393,12 +471,23 @@ fn check_dependent(state: &mut State, r: &ObjRef, now: &str, work: &mut VecDeque
         }
     }
     if solid == 0 {
-        let policy = if waiting > 0 { Propagation::Foreground } else { Propagation::Background };
+        let policy = if waiting > 0 {
+            Propagation::Foreground
+        } else {
+            Propagation::Background
+        };
         delete_ref(state, r, policy, now, work);
     } else if !stale.is_empty() {
         let mut new = (*obj).clone();
-        if let Some(refs) = new.pointer_mut("/metadata/ownerReferences").and_then(Value::as_array_mut) {
-            refs.retain(|o| !stale.iter().any(|s| Some(s.as_str()) == o.get("uid").and_then(Value::as_str)));
+        if let Some(refs) = new
+            .pointer_mut("/metadata/ownerReferences")
+            .and_then(Value::as_array_mut)
+        {
+            refs.retain(|o| {
+                !stale
+                    .iter()
+                    .any(|s| Some(s.as_str()) == o.get("uid").and_then(Value::as_str))
+            });
         }
         state.put(&r.gr, new);
         for uid in stale {
@@ -421,12 +510,14 @@ fn check_foreground(state: &mut State, r: &ObjRef, _now: &str, work: &mut VecDeq
     let uid = meta_str(&obj, "uid").to_string();
     let blocked = state.dependents_of(&uid).iter().any(|d| {
         state.get_ref(d).is_some_and(|dep| {
-            dep.pointer("/metadata/ownerReferences").and_then(Value::as_array).is_some_and(|refs| {
-                refs.iter().any(|o| {
-                    o.get("uid").and_then(Value::as_str) == Some(uid.as_str())
-                        && o.get("blockOwnerDeletion").and_then(Value::as_bool) == Some(true)
+            dep.pointer("/metadata/ownerReferences")
+                .and_then(Value::as_array)
+                .is_some_and(|refs| {
+                    refs.iter().any(|o| {
+                        o.get("uid").and_then(Value::as_str) == Some(uid.as_str())
+                            && o.get("blockOwnerDeletion").and_then(Value::as_bool) == Some(true)
+                    })
                 })
-            })
         })
     });
     if blocked {
@@ -437,7 +528,10 @@ fn check_foreground(state: &mut State, r: &ObjRef, _now: &str, work: &mut VecDeq
 }
 
 fn check_namespace(state: &mut State, ns: &str, work: &mut VecDeque<Work>) {
-    let r = ObjRef { gr: namespaces_resource(), key: ObjectKey::new("", ns) };
+    let r = ObjRef {
+        gr: namespaces_resource(),
+        key: ObjectKey::new("", ns),
+    };
     let Some(obj) = state.get_ref(&r) else { return };
     if !is_deleting(&obj) || !state.resources_with_objects_in(ns).is_empty() {
         return;
@@ -446,7 +540,12 @@ fn check_namespace(state: &mut State, ns: &str, work: &mut VecDeque<Work>) {
     let spec_fins: Vec<Value> = new
         .pointer("/spec/finalizers")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter(|f| f.as_str() != Some(NAMESPACE_FINALIZER)).cloned().collect())
+        .map(|a| {
+            a.iter()
+                .filter(|f| f.as_str() != Some(NAMESPACE_FINALIZER))
+                .cloned()
+                .collect()
+        })
         .unwrap_or_default();
     if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
         if spec_fins.is_empty() {
@@ -465,7 +564,10 @@ fn check_namespace(state: &mut State, ns: &str, work: &mut VecDeque<Work>) {
 }
 
 fn check_crd(state: &mut State, name: &str, work: &mut VecDeque<Work>) {
-    let r = ObjRef { gr: crd_resource(), key: ObjectKey::new("", name) };
+    let r = ObjRef {
+        gr: crd_resource(),
+        key: ObjectKey::new("", name),
+    };
     let Some(crd) = state.get_ref(&r) else { return };
     if !is_deleting(&crd) {
         return;
@@ -481,9 +583,18 @@ fn check_crd(state: &mut State, name: &str, work: &mut VecDeque<Work>) {
 }
 
 /// Stores the object with fewer finalizers, or removes it when none are left.
-fn finish_or_store(state: &mut State, r: &ObjRef, obj: &Value, fins: Vec<String>, work: &mut VecDeque<Work>) {
+fn finish_or_store(
+    state: &mut State,
+    r: &ObjRef,
+    obj: &Value,
+    fins: Vec<String>,
+    work: &mut VecDeque<Work>,
+) {
     let ns_blocking = r.gr == namespaces_resource()
-        && obj.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|a| !a.is_empty());
+        && obj
+            .pointer("/spec/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|a| !a.is_empty());
     if fins.is_empty() && !ns_blocking {
         if let Some(gone) = state.remove(&r.gr, &r.key) {
             work.push_back(Work::Removed(r.gr.clone(), gone));
@@ -503,7 +614,10 @@ mod tests {
     use crate::store::Store;
 
     fn info(plural: &str) -> ResourceInfo {
-        crate::builtin::resources().into_iter().find(|r| r.plural == plural && r.group.is_empty()).unwrap()
+        crate::builtin::resources()
+            .into_iter()
+            .find(|r| r.plural == plural && r.group.is_empty())
+            .unwrap()
     }
 
     fn cm(name: &str, uid: &str, owners: &[&str]) -> Value {
@@ -525,7 +639,14 @@ mod tests {
         s.put(&gr, cm("c", "uc", &["ub"]));
         s.put(&gr, cm("other", "uo", &[]));
         s.put(&gr, cm("d", "ud", &["ua", "uo"]));
-        let d = delete(&mut s, &info("configmaps"), &ObjectKey::new("ns", "a"), &DeleteOptions::default(), "now").unwrap();
+        let d = delete(
+            &mut s,
+            &info("configmaps"),
+            &ObjectKey::new("ns", "a"),
+            &DeleteOptions::default(),
+            "now",
+        )
+        .unwrap();
         assert!(d.removed);
         assert!(s.get(&gr, &ObjectKey::new("ns", "b")).is_none());
         assert!(s.get(&gr, &ObjectKey::new("ns", "c")).is_none());
@@ -542,16 +663,33 @@ mod tests {
         a["metadata"]["finalizers"] = json!(["example.com/hold"]);
         s.put(&gr, a);
         s.put(&gr, cm("b", "ub", &["ua"]));
-        let d = delete(&mut s, &info("configmaps"), &ObjectKey::new("ns", "a"), &DeleteOptions::default(), "now").unwrap();
+        let d = delete(
+            &mut s,
+            &info("configmaps"),
+            &ObjectKey::new("ns", "a"),
+            &DeleteOptions::default(),
+            "now",
+        )
+        .unwrap();
         assert!(!d.removed);
         assert_eq!(d.object["metadata"]["deletionTimestamp"], "now");
         assert_eq!(d.object["metadata"]["generation"], 2);
         assert!(s.get(&gr, &ObjectKey::new("ns", "b")).is_some());
 
-        let opts = DeleteOptions { propagation: Some(Propagation::Orphan), ..Default::default() };
+        let opts = DeleteOptions {
+            propagation: Some(Propagation::Orphan),
+            ..Default::default()
+        };
         s.put(&gr, cm("c", "uc", &[]));
         s.put(&gr, cm("e", "ue", &["uc"]));
-        delete(&mut s, &info("configmaps"), &ObjectKey::new("ns", "c"), &opts, "now").unwrap();
+        delete(
+            &mut s,
+            &info("configmaps"),
+            &ObjectKey::new("ns", "c"),
+            &opts,
+            "now",
+        )
+        .unwrap();
         let e = s.get(&gr, &ObjectKey::new("ns", "e")).unwrap();
         assert!(e.pointer("/metadata/ownerReferences").is_none());
     }
@@ -565,10 +703,23 @@ mod tests {
         let mut b = cm("b", "ub", &["ua"]);
         b["metadata"]["finalizers"] = json!(["example.com/hold"]);
         s.put(&gr, b);
-        let opts = DeleteOptions { propagation: Some(Propagation::Foreground), ..Default::default() };
-        let d = delete(&mut s, &info("configmaps"), &ObjectKey::new("ns", "a"), &opts, "now").unwrap();
+        let opts = DeleteOptions {
+            propagation: Some(Propagation::Foreground),
+            ..Default::default()
+        };
+        let d = delete(
+            &mut s,
+            &info("configmaps"),
+            &ObjectKey::new("ns", "a"),
+            &opts,
+            "now",
+        )
+        .unwrap();
         assert!(!d.removed);
-        assert_eq!(finalizers(&d.object), vec![FOREGROUND_FINALIZER.to_string()]);
+        assert_eq!(
+            finalizers(&d.object),
+            vec![FOREGROUND_FINALIZER.to_string()]
+        );
         let b = s.get(&gr, &ObjectKey::new("ns", "b")).unwrap();
         assert!(is_deleting(&b));
         // Releasing the dependent's finalizer removes it, then the owner.
@@ -585,9 +736,22 @@ mod tests {
         let mut s = store.lock();
         let gr = GroupResource::new("", "configmaps");
         s.put(&gr, cm("a", "ua", &[]));
-        let opts = DeleteOptions { precondition_uid: Some("nope".into()), ..Default::default() };
-        let err = delete(&mut s, &info("configmaps"), &ObjectKey::new("ns", "a"), &opts, "now").unwrap_err();
+        let opts = DeleteOptions {
+            precondition_uid: Some("nope".into()),
+            ..Default::default()
+        };
+        let err = delete(
+            &mut s,
+            &info("configmaps"),
+            &ObjectKey::new("ns", "a"),
+            &opts,
+            "now",
+        )
+        .unwrap_err();
         assert_eq!(err.code, 409);
-        assert!(err.message.contains("Precondition failed: UID in precondition: nope, UID in object meta: ua"));
+        assert!(
+            err.message
+                .contains("Precondition failed: UID in precondition: nope, UID in object meta: ua")
+        );
     }
 }

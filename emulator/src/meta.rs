@@ -19,7 +19,10 @@ pub fn random_suffix() -> String {
     // apimachinery avoids vowels and look-alike characters so that names never spell words.
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let bytes = uuid::Uuid::new_v4().into_bytes();
-    bytes[..5].iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect()
+    bytes[..5]
+        .iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect()
 }
 
 pub fn new_uid() -> String {
@@ -40,7 +43,12 @@ pub fn metadata_mut(obj: &mut Value) -> &mut Map<String, Value> {
 pub fn finalizers(obj: &Value) -> Vec<String> {
     obj.pointer("/metadata/finalizers")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -54,7 +62,8 @@ pub fn set_finalizers(obj: &mut Value, list: &[String]) {
 }
 
 pub fn is_deleting(obj: &Value) -> bool {
-    obj.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null())
+    obj.pointer("/metadata/deletionTimestamp")
+        .is_some_and(|v| !v.is_null())
 }
 
 /// Marks an object as being deleted like the registry's `markAsDeleting`: timestamp, zero
@@ -78,7 +87,8 @@ const DNS1123_LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lowe
 fn is_dns1123_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -105,14 +115,22 @@ pub fn name_problems(name: &str, label_only: bool) -> Vec<String> {
 }
 
 /// Validates `metadata.name` of an object about to be created; 422 like the apiserver.
-pub fn validate_name(group: &str, kind: &str, name: &str, label_only: bool) -> Result<(), ApiError> {
+pub fn validate_name(
+    group: &str,
+    kind: &str,
+    name: &str,
+    label_only: bool,
+) -> Result<(), ApiError> {
     let problems = name_problems(name, label_only);
     if problems.is_empty() {
         return Ok(());
     }
     let cause = Cause {
         reason: "FieldValueInvalid".into(),
-        message: format!("metadata.name: Invalid value: {name:?}: {}", problems.join(", ")),
+        message: format!(
+            "metadata.name: Invalid value: {name:?}: {}",
+            problems.join(", ")
+        ),
         field: "metadata.name".into(),
     };
     Err(ApiError::invalid(group, kind, name, vec![cause]))
@@ -161,7 +179,10 @@ mod tests {
     fn generated_suffix() {
         let s = random_suffix();
         assert_eq!(s.len(), 5);
-        assert!(s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
+        assert!(
+            s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        );
     }
 
     #[test]

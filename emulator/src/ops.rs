@@ -59,7 +59,11 @@ impl WriteParams {
         }
         let ua = self.user_agent.split('/').next().unwrap_or_default();
         let ua: String = ua.chars().take(128).collect();
-        if ua.is_empty() { "unknown".to_string() } else { ua }
+        if ua.is_empty() {
+            "unknown".to_string()
+        } else {
+            ua
+        }
     }
 }
 
@@ -98,7 +102,9 @@ impl PatchType {
             "application/json-patch+json" => Some(PatchType::Json),
             "application/merge-patch+json" => Some(PatchType::Merge),
             "application/strategic-merge-patch+json" => Some(PatchType::Strategic),
-            "application/apply-patch+yaml" | "application/apply-patch+json" | "application/apply-patch+cbor" => Some(PatchType::Apply),
+            "application/apply-patch+yaml"
+            | "application/apply-patch+json"
+            | "application/apply-patch+cbor" => Some(PatchType::Apply),
             _ => None,
         }
     }
@@ -140,7 +146,9 @@ pub struct Core {
 impl Core {
     /// A store with the built-in resources and the namespaces every cluster has.
     pub fn new(history_capacity: usize) -> Self {
-        let core = Core { store: Store::new(history_capacity) };
+        let core = Core {
+            store: Store::new(history_capacity),
+        };
         {
             let mut state = core.store.lock();
             for info in builtin::resources() {
@@ -180,24 +188,45 @@ impl Core {
         Ok(for_version(info, obj))
     }
 
-    pub fn list(&self, info: &ResourceInfo, ns: Option<&str>, q: &ListQuery) -> Result<ListPage, ApiError> {
+    pub fn list(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        q: &ListQuery,
+    ) -> Result<ListPage, ApiError> {
         let state = self.store.lock();
         list_locked(&state, info, ns, q)
     }
 
-    pub fn create(&self, info: &ResourceInfo, ns: Option<&str>, body: Value, p: &WriteParams) -> Result<Reply, ApiError> {
+    pub fn create(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        body: Value,
+        p: &WriteParams,
+    ) -> Result<Reply, ApiError> {
         let mut state = self.store.lock();
         create_locked(&mut state, info, ns, body, p, false)
     }
 
-    pub fn update(&self, info: &ResourceInfo, ns: Option<&str>, name: &str, mut body: Value, p: &WriteParams, sub: Subresource) -> Result<Reply, ApiError> {
+    pub fn update(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        mut body: Value,
+        p: &WriteParams,
+        sub: Subresource,
+    ) -> Result<Reply, ApiError> {
         check_type_meta(info, &mut body)?;
         check_name_and_namespace(info, ns, Some(name), &mut body)?;
         let mut state = self.store.lock();
         let key = ObjectKey::new(ns.unwrap_or_default(), name);
         match state.get(&info.group_resource_key(), &key) {
             Some(old) => update_locked(&mut state, info, old, body, p, sub, UpdateKind::Put),
-            None if sub == Subresource::Main && builtin::allow_create_on_update(&info.group_resource_key()) => {
+            None if sub == Subresource::Main
+                && builtin::allow_create_on_update(&info.group_resource_key()) =>
+            {
                 if let Some(m) = body.get_mut("metadata").and_then(Value::as_object_mut) {
                     m.remove("resourceVersion");
                 }
@@ -231,7 +260,9 @@ impl Core {
                 let mut config: Value = serde_yaml_ng::from_slice(body)
                     .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
                 if !config.is_object() {
-                    return Err(ApiError::bad_request("apply patch must be a YAML or JSON object"));
+                    return Err(ApiError::bad_request(
+                        "apply patch must be a YAML or JSON object",
+                    ));
                 }
                 check_type_meta(info, &mut config)?;
                 check_name_and_namespace(info, ns, Some(name), &mut config)?;
@@ -260,7 +291,8 @@ impl Core {
                 }
             }
             other => {
-                let old = old.ok_or_else(|| ApiError::not_found(&info.group, &info.plural, name))?;
+                let old =
+                    old.ok_or_else(|| ApiError::not_found(&info.group, &info.plural, name))?;
                 let live = for_version(info, old.clone());
                 let patched = match other {
                     PatchType::Json => patch::json_patch(&live, body)?,
@@ -287,16 +319,34 @@ impl Core {
         }
     }
 
-    pub fn delete(&self, info: &ResourceInfo, ns: Option<&str>, name: &str, opts: &DeleteOptions) -> Result<Deleted, ApiError> {
+    pub fn delete(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        opts: &DeleteOptions,
+    ) -> Result<Deleted, ApiError> {
         let mut state = self.store.lock();
         let now = now_rfc3339();
-        let mut d = lifecycle::delete(&mut state, info, &ObjectKey::new(ns.unwrap_or_default(), name), opts, &now)?;
+        let mut d = lifecycle::delete(
+            &mut state,
+            info,
+            &ObjectKey::new(ns.unwrap_or_default(), name),
+            opts,
+            &now,
+        )?;
         d.object = for_version(info, d.object);
         Ok(d)
     }
 
     /// DELETE on a collection: every object matching the selectors.
-    pub fn delete_collection(&self, info: &ResourceInfo, ns: Option<&str>, q: &ListQuery, opts: &DeleteOptions) -> Result<(Vec<Arc<Value>>, Vec<String>), ApiError> {
+    pub fn delete_collection(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        q: &ListQuery,
+        opts: &DeleteOptions,
+    ) -> Result<(Vec<Arc<Value>>, Vec<String>), ApiError> {
         let mut state = self.store.lock();
         let now = now_rfc3339();
         let gr = info.group_resource_key();
@@ -328,8 +378,16 @@ impl Core {
     /// Creates the object, or replaces the stored one whatever its resourceVersion. For
     /// in-process setup (CRDs, fixtures); faults never apply.
     pub fn create_or_replace(&self, mut obj: Value) -> Result<Value, ApiError> {
-        let api_version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string();
-        let kind = obj.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
+        let api_version = obj
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let kind = obj
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         let (group, version) = match api_version.split_once('/') {
             Some((g, v)) => (g.to_string(), v.to_string()),
             None => (String::new(), api_version.clone()),
@@ -341,20 +399,44 @@ impl Core {
                 .all()
                 .into_iter()
                 .find(|i| i.group == group && i.version == version && i.kind == kind)
-                .ok_or_else(|| ApiError::bad_request(format!("no resource serves {api_version}, Kind={kind}")))?
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!("no resource serves {api_version}, Kind={kind}"))
+                })?
         };
         let ns = meta_str(&obj, "namespace").to_string();
-        let ns = if info.namespaced { Some(if ns.is_empty() { "default".to_string() } else { ns }) } else { None };
+        let ns = if info.namespaced {
+            Some(if ns.is_empty() {
+                "default".to_string()
+            } else {
+                ns
+            })
+        } else {
+            None
+        };
         let name = meta_str(&obj, "name").to_string();
-        let p = WriteParams { field_manager: Some("emulator".into()), ..Default::default() };
+        let p = WriteParams {
+            field_manager: Some("emulator".into()),
+            ..Default::default()
+        };
         let mut state = self.store.lock();
         let key = ObjectKey::new(ns.clone().unwrap_or_default(), name.clone());
         let reply = match state.get(&info.group_resource_key(), &key) {
             Some(old) => {
-                metadata_mut(&mut obj).insert("resourceVersion".into(), json!(meta_str(&old, "resourceVersion")));
+                metadata_mut(&mut obj).insert(
+                    "resourceVersion".into(),
+                    json!(meta_str(&old, "resourceVersion")),
+                );
                 check_type_meta(&info, &mut obj)?;
                 check_name_and_namespace(&info, ns.as_deref(), Some(&name), &mut obj)?;
-                update_locked(&mut state, &info, old, obj, &p, Subresource::Main, UpdateKind::Put)?
+                update_locked(
+                    &mut state,
+                    &info,
+                    old,
+                    obj,
+                    &p,
+                    Subresource::Main,
+                    UpdateKind::Put,
+                )?
             }
             None => {
                 metadata_mut(&mut obj).remove("resourceVersion");
@@ -371,6 +453,9 @@ pub fn for_version(info: &ResourceInfo, obj: Arc<Value>) -> Arc<Value> {
     let want = info.api_version();
     if obj.get("apiVersion").and_then(Value::as_str) == Some(want.as_str()) {
         return obj;
+    }
+    if let Some(converted) = builtin::from_storage(info, &obj) {
+        return Arc::new(converted);
     }
     let mut o = (*obj).clone();
     o["apiVersion"] = Value::String(want);
@@ -394,13 +479,21 @@ struct ContinueToken {
 
 fn encode_continue(rv: u64, last: &ObjectKey) -> String {
     let start = format!("{}/{}\u{0}", last.namespace, last.name);
-    let token = ContinueToken { v: "meta.k8s.io/v1".into(), rv, start };
+    let token = ContinueToken {
+        v: "meta.k8s.io/v1".into(),
+        rv,
+        start,
+    };
     let raw = serde_json::to_vec(&token).unwrap_or_default();
     base64::engine::general_purpose::URL_SAFE.encode(raw)
 }
 
 fn decode_continue(token: &str) -> Result<(u64, ObjectKey), ApiError> {
-    let bad = || ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)");
+    let bad = || {
+        ApiError::bad_request(
+            "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
+        )
+    };
     let raw = base64::engine::general_purpose::URL_SAFE
         .decode(token)
         .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token))
@@ -412,10 +505,16 @@ fn decode_continue(token: &str) -> Result<(u64, ObjectKey), ApiError> {
 }
 
 fn parse_rv(s: &str) -> Result<u64, ApiError> {
-    s.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid resource version: {s:?}")))
+    s.parse::<u64>()
+        .map_err(|_| ApiError::bad_request(format!("invalid resource version: {s:?}")))
 }
 
-pub(crate) fn list_locked(state: &State, info: &ResourceInfo, ns: Option<&str>, q: &ListQuery) -> Result<ListPage, ApiError> {
+pub(crate) fn list_locked(
+    state: &State,
+    info: &ResourceInfo,
+    ns: Option<&str>,
+    q: &ListQuery,
+) -> Result<ListPage, ApiError> {
     let gr = info.group_resource_key();
     let current = state.current_rv();
     let mut list_rv = current;
@@ -423,22 +522,33 @@ pub(crate) fn list_locked(state: &State, info: &ResourceInfo, ns: Option<&str>, 
     if let Some(token) = q.continue_token.as_deref().filter(|t| !t.is_empty()) {
         let (rv, key) = decode_continue(token)?;
         if state.check_resumable(&gr, rv).is_err() {
-            let err = ApiError::gone("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.");
+            let err = ApiError::gone(
+                "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.",
+            );
             return Err(err.with_details(json!({"continue": encode_continue(current, &key)})));
         }
         list_rv = rv;
         after = Some(key);
-    } else if let Some(rv) = q.resource_version.as_deref().filter(|r| !r.is_empty() && *r != "0") {
+    } else if let Some(rv) = q
+        .resource_version
+        .as_deref()
+        .filter(|r| !r.is_empty() && *r != "0")
+    {
         let rv = parse_rv(rv)?;
         if rv > current {
             return Err(ApiError::timeout(format!("Too large resource version: {rv}, current: {current}"))
                 .with_details(json!({"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}], "retryAfterSeconds": 1})));
         }
-        if q.resource_version_match.as_deref() == Some("Exact") && rv != current {
-            if let Err(e) = state.check_resumable(&gr, rv) {
-                return Err(ApiError::gone(format!("too old resource version: {rv} ({})", e.oldest)));
-            }
-            // Served from the current state: the emulator keeps no snapshots.
+        // Exact reads are served from the current state (the emulator keeps no snapshots)
+        // unless the history no longer reaches back to them.
+        if q.resource_version_match.as_deref() == Some("Exact")
+            && rv != current
+            && let Err(e) = state.check_resumable(&gr, rv)
+        {
+            return Err(ApiError::gone(format!(
+                "too old resource version: {rv} ({})",
+                e.oldest
+            )));
         }
     }
     let mut items = Vec::new();
@@ -462,15 +572,23 @@ pub(crate) fn list_locked(state: &State, info: &ResourceInfo, ns: Option<&str>, 
         (true, Some(k)) => Some(encode_continue(list_rv, k)),
         _ => None,
     };
-    let remaining_item_count = (more > 0 && q.labels.is_empty() && q.fields.is_empty()).then_some(more);
-    Ok(ListPage { items, resource_version: list_rv, continue_token, remaining_item_count })
+    let remaining_item_count =
+        (more > 0 && q.labels.is_empty() && q.fields.is_empty()).then_some(more);
+    Ok(ListPage {
+        items,
+        resource_version: list_rv,
+        continue_token,
+        remaining_item_count,
+    })
 }
 
 /// Checks `apiVersion`/`kind` of a body against the URL's resource, filling them in when
 /// absent (the apiserver decodes with the endpoint's defaults).
 fn check_type_meta(info: &ResourceInfo, body: &mut Value) -> Result<(), ApiError> {
     let Some(obj) = body.as_object_mut() else {
-        return Err(ApiError::bad_request("the body of the request must be an object"));
+        return Err(ApiError::bad_request(
+            "the body of the request must be an object",
+        ));
     };
     let want_av = info.api_version();
     match obj.get("apiVersion").and_then(Value::as_str) {
@@ -489,7 +607,10 @@ fn check_type_meta(info: &ResourceInfo, body: &mut Value) -> Result<(), ApiError
             obj.insert("kind".into(), json!(info.kind));
         }
         Some(k) if k != info.kind => {
-            return Err(ApiError::bad_request(format!("the kind in the data ({k}) does not match the expected kind ({})", info.kind)));
+            return Err(ApiError::bad_request(format!(
+                "the kind in the data ({k}) does not match the expected kind ({})",
+                info.kind
+            )));
         }
         _ => {}
     }
@@ -497,7 +618,12 @@ fn check_type_meta(info: &ResourceInfo, body: &mut Value) -> Result<(), ApiError
 }
 
 /// Name and namespace of a body against the URL.
-fn check_name_and_namespace(info: &ResourceInfo, ns: Option<&str>, url_name: Option<&str>, body: &mut Value) -> Result<(), ApiError> {
+fn check_name_and_namespace(
+    info: &ResourceInfo,
+    ns: Option<&str>,
+    url_name: Option<&str>,
+    body: &mut Value,
+) -> Result<(), ApiError> {
     let meta = metadata_mut(body);
     if let Some(url_name) = url_name {
         match meta.get("name").and_then(Value::as_str) {
@@ -505,7 +631,9 @@ fn check_name_and_namespace(info: &ResourceInfo, ns: Option<&str>, url_name: Opt
                 meta.insert("name".into(), json!(url_name));
             }
             Some(n) if n != url_name => {
-                return Err(ApiError::bad_request(format!("the name of the object ({n}) does not match the name on the URL ({url_name})")));
+                return Err(ApiError::bad_request(format!(
+                    "the name of the object ({n}) does not match the name on the URL ({url_name})"
+                )));
             }
             _ => {}
         }
@@ -517,7 +645,9 @@ fn check_name_and_namespace(info: &ResourceInfo, ns: Option<&str>, url_name: Opt
                 meta.insert("namespace".into(), json!(url_ns));
             }
             Some(n) if n != url_ns => {
-                return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request"));
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
             }
             _ => {}
         }
@@ -528,7 +658,12 @@ fn check_name_and_namespace(info: &ResourceInfo, ns: Option<&str>, url_name: Opt
 }
 
 /// Refuses new objects in missing or terminating namespaces.
-fn check_namespace_open(state: &State, info: &ResourceInfo, ns: &str, name: &str) -> Result<(), ApiError> {
+fn check_namespace_open(
+    state: &State,
+    info: &ResourceInfo,
+    ns: &str,
+    name: &str,
+) -> Result<(), ApiError> {
     if !info.namespaced {
         return Ok(());
     }
@@ -549,24 +684,46 @@ fn check_namespace_open(state: &State, info: &ResourceInfo, ns: &str, name: &str
 }
 
 /// Server-owned metadata that clients cannot set on create.
-const SYSTEM_META: &[&str] = &["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "selfLink"];
+const SYSTEM_META: &[&str] = &[
+    "uid",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "generation",
+    "selfLink",
+];
 
-fn list_map_keys_fn(info: &ResourceInfo) -> Box<dyn Fn(&[String]) -> Option<Vec<String>> + '_> {
+type ListMapKeysFn<'a> = Box<dyn Fn(&[String]) -> Option<Vec<String>> + 'a>;
+
+fn list_map_keys_fn(info: &ResourceInfo) -> ListMapKeysFn<'_> {
     match &info.schema {
         Some(schema) => Box::new(move |path: &[String]| schema.list_map_keys(path)),
         None => Box::new(builtin::list_map_keys),
     }
 }
 
-fn create_locked(state: &mut State, info: &ResourceInfo, ns: Option<&str>, mut body: Value, p: &WriteParams, from_apply: bool) -> Result<Reply, ApiError> {
+fn create_locked(
+    state: &mut State,
+    info: &ResourceInfo,
+    ns: Option<&str>,
+    mut body: Value,
+    p: &WriteParams,
+    from_apply: bool,
+) -> Result<Reply, ApiError> {
     check_type_meta(info, &mut body)?;
     check_name_and_namespace(info, ns, None, &mut body)?;
     let gr = info.group_resource_key();
     let now = now_rfc3339();
     let mut warnings = Vec::new();
-    let namespace = if info.namespaced { ns.unwrap_or_default().to_string() } else { String::new() };
+    let namespace = if info.namespaced {
+        ns.unwrap_or_default().to_string()
+    } else {
+        String::new()
+    };
     if info.namespaced && namespace.is_empty() {
-        return Err(ApiError::bad_request("the server could not find the requested resource (namespace is required)"));
+        return Err(ApiError::bad_request(
+            "the server could not find the requested resource (namespace is required)",
+        ));
     }
 
     // Name: explicit, or generated from generateName.
@@ -581,7 +738,8 @@ fn create_locked(state: &mut State, info: &ResourceInfo, ns: Option<&str>, mut b
                 "",
                 vec![Cause {
                     reason: "FieldValueRequired".into(),
-                    message: "metadata.name: Required value: name or generateName is required".into(),
+                    message: "metadata.name: Required value: name or generateName is required"
+                        .into(),
                     field: "metadata.name".into(),
                 }],
             ));
@@ -590,7 +748,10 @@ fn create_locked(state: &mut State, info: &ResourceInfo, ns: Option<&str>, mut b
         // Retry on the (unlikely) collision like the apiserver's name generator callers.
         for _ in 0..8 {
             name = format!("{base}{}", meta::random_suffix());
-            if state.get(&gr, &ObjectKey::new(&*namespace, &*name)).is_none() {
+            if state
+                .get(&gr, &ObjectKey::new(&*namespace, &*name))
+                .is_none()
+            {
                 break;
             }
         }
@@ -602,12 +763,14 @@ fn create_locked(state: &mut State, info: &ResourceInfo, ns: Option<&str>, mut b
         && let Some(crd) = crds::crd_for(state, &gr)
         && is_deleting(&crd)
     {
-        return Err(ApiError::method_not_allowed(format!(
-            "create is not allowed while custom resource definition is terminating"
-        )));
+        return Err(ApiError::method_not_allowed(
+            "create is not allowed while custom resource definition is terminating",
+        ));
     }
     if !meta_str(&body, "resourceVersion").is_empty() {
-        return Err(ApiError::internal("resourceVersion should not be set on objects to be created"));
+        return Err(ApiError::internal(
+            "resourceVersion should not be set on objects to be created",
+        ));
     }
 
     {
@@ -620,6 +783,7 @@ fn create_locked(state: &mut State, info: &ResourceInfo, ns: Option<&str>, mut b
         m.insert("generation".into(), json!(1));
     }
     body["apiVersion"] = json!(storage_api_version(state, info));
+    builtin::to_storage(info, &mut body);
 
     // Kind-specific preparation (the registry strategies' PrepareForCreate).
     let mut served = None;
@@ -633,7 +797,9 @@ fn create_locked(state: &mut State, info: &ResourceInfo, ns: Option<&str>, mut b
     } else if gr == namespaces_resource() {
         body["spec"] = json!({"finalizers": [lifecycle::NAMESPACE_FINALIZER]});
         body["status"] = json!({"phase": "Active"});
-        let labels = metadata_mut(&mut body).entry("labels").or_insert_with(|| json!({}));
+        let labels = metadata_mut(&mut body)
+            .entry("labels")
+            .or_insert_with(|| json!({}));
         if let Some(l) = labels.as_object_mut() {
             l.insert("kubernetes.io/metadata.name".into(), json!(name));
         }
@@ -660,14 +826,22 @@ fn create_locked(state: &mut State, info: &ResourceInfo, ns: Option<&str>, mut b
         return Err(ApiError::already_exists(&info.group, &info.plural, &name));
     }
     if p.dry_run {
-        return Ok(Reply { code: 201, object: for_version(info, Arc::new(body)), warnings });
+        return Ok(Reply {
+            code: 201,
+            object: for_version(info, Arc::new(body)),
+            warnings,
+        });
     }
     let stored = state.put(&gr, body);
     if let Some(served) = served {
         crds::register(state, served, None);
     }
     lifecycle::after_write(state, &gr, None, &stored, &now);
-    Ok(Reply { code: 201, object: for_version(info, stored), warnings })
+    Ok(Reply {
+        code: 201,
+        object: for_version(info, stored),
+        warnings,
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -677,7 +851,15 @@ enum UpdateKind {
     Apply,
 }
 
-fn update_locked(state: &mut State, info: &ResourceInfo, old: Arc<Value>, mut body: Value, p: &WriteParams, sub: Subresource, kind: UpdateKind) -> Result<Reply, ApiError> {
+fn update_locked(
+    state: &mut State,
+    info: &ResourceInfo,
+    old: Arc<Value>,
+    mut body: Value,
+    p: &WriteParams,
+    sub: Subresource,
+    kind: UpdateKind,
+) -> Result<Reply, ApiError> {
     let gr = info.group_resource_key();
     let name = meta_str(&old, "name").to_string();
     let now = now_rfc3339();
@@ -700,7 +882,9 @@ fn update_locked(state: &mut State, info: &ResourceInfo, old: Arc<Value>, mut bo
             &name,
             vec![Cause {
                 reason: "FieldValueInvalid".into(),
-                message: "metadata.resourceVersion: Invalid value: 0x0: must be specified for an update".into(),
+                message:
+                    "metadata.resourceVersion: Invalid value: 0x0: must be specified for an update"
+                        .into(),
                 field: "metadata.resourceVersion".into(),
             }],
         ));
@@ -711,7 +895,10 @@ fn update_locked(state: &mut State, info: &ResourceInfo, old: Arc<Value>, mut bo
             &info.group,
             &info.plural,
             &name,
-            &format!("Precondition failed: UID in precondition: {body_uid}, UID in object meta: {}", meta_str(&old, "uid")),
+            &format!(
+                "Precondition failed: UID in precondition: {body_uid}, UID in object meta: {}",
+                meta_str(&old, "uid")
+            ),
         ));
     }
 
@@ -734,7 +921,10 @@ fn update_locked(state: &mut State, info: &ResourceInfo, old: Arc<Value>, mut bo
         }
         Subresource::Finalize => {
             let mut n = (*old).clone();
-            n["spec"]["finalizers"] = body.pointer("/spec/finalizers").cloned().unwrap_or_else(|| json!([]));
+            n["spec"]["finalizers"] = body
+                .pointer("/spec/finalizers")
+                .cloned()
+                .unwrap_or_else(|| json!([]));
             n
         }
         Subresource::Main => {
@@ -757,10 +947,17 @@ fn update_locked(state: &mut State, info: &ResourceInfo, old: Arc<Value>, mut bo
 
     // Server-owned metadata always comes from the stored object.
     {
-        let old_meta = old.get("metadata").and_then(Value::as_object).cloned().unwrap_or_default();
+        let old_meta = old
+            .get("metadata")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
         let had_managed = new.pointer("/metadata/managedFields").is_some();
         let m = metadata_mut(&mut new);
-        for f in SYSTEM_META.iter().chain(["namespace", "resourceVersion"].iter()) {
+        for f in SYSTEM_META
+            .iter()
+            .chain(["namespace", "resourceVersion"].iter())
+        {
             match old_meta.get(*f) {
                 Some(v) => {
                     m.insert((*f).to_string(), v.clone());
@@ -775,10 +972,14 @@ fn update_locked(state: &mut State, info: &ResourceInfo, old: Arc<Value>, mut bo
         }
     }
     new["apiVersion"] = json!(storage_api_version(state, info));
+    builtin::to_storage(info, &mut new);
 
     if is_deleting(&old) {
         let old_fins = finalizers(&old);
-        let added: Vec<String> = finalizers(&new).into_iter().filter(|f| !old_fins.contains(f)).collect();
+        let added: Vec<String> = finalizers(&new)
+            .into_iter()
+            .filter(|f| !old_fins.contains(f))
+            .collect();
         if !added.is_empty() {
             return Err(ApiError::invalid(
                 &info.group,
@@ -786,7 +987,9 @@ fn update_locked(state: &mut State, info: &ResourceInfo, old: Arc<Value>, mut bo
                 &name,
                 vec![Cause {
                     reason: "FieldValueForbidden".into(),
-                    message: format!("metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers {added:?}"),
+                    message: format!(
+                        "metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers {added:?}"
+                    ),
                     field: "metadata.finalizers".into(),
                 }],
             ));
@@ -804,7 +1007,10 @@ fn update_locked(state: &mut State, info: &ResourceInfo, old: Arc<Value>, mut bo
     }
 
     if spec_changed(info, &old, &new) {
-        let g = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+        let g = old
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
         metadata_mut(&mut new).insert("generation".into(), json!(g + 1));
     }
     if kind != UpdateKind::Apply {
@@ -813,25 +1019,44 @@ fn update_locked(state: &mut State, info: &ResourceInfo, old: Arc<Value>, mut bo
 
     if without_volatile(&old) == without_volatile(&new) {
         // No-op writes neither bump the resourceVersion nor emit watch events.
-        return Ok(Reply { code: 200, object: for_version(info, old), warnings });
+        return Ok(Reply {
+            code: 200,
+            object: for_version(info, old),
+            warnings,
+        });
     }
     let ns_blocking = gr == namespaces_resource()
-        && new.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|a| !a.is_empty());
+        && new
+            .pointer("/spec/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|a| !a.is_empty());
     if is_deleting(&new) && finalizers(&new).is_empty() && !ns_blocking {
         if p.dry_run {
-            return Ok(Reply { code: 200, object: for_version(info, Arc::new(new)), warnings });
+            return Ok(Reply {
+                code: 200,
+                object: for_version(info, Arc::new(new)),
+                warnings,
+            });
         }
         let key = ObjectKey::of(&new);
         // Store the final state first so watchers see the last update, as the apiserver does.
         state.put(&gr, new);
         if let Some(gone) = state.remove(&gr, &key) {
             lifecycle::after_remove(state, &gr, gone.clone(), &now);
-            return Ok(Reply { code: 200, object: for_version(info, gone), warnings });
+            return Ok(Reply {
+                code: 200,
+                object: for_version(info, gone),
+                warnings,
+            });
         }
         return Err(ApiError::not_found(&info.group, &info.plural, &name));
     }
     if p.dry_run {
-        return Ok(Reply { code: 200, object: for_version(info, Arc::new(new)), warnings });
+        return Ok(Reply {
+            code: 200,
+            object: for_version(info, Arc::new(new)),
+            warnings,
+        });
     }
     let stored = state.put(&gr, new);
     if let Some(served) = served {
@@ -839,7 +1064,11 @@ fn update_locked(state: &mut State, info: &ResourceInfo, old: Arc<Value>, mut bo
         crds::register(state, served, previous.as_ref());
     }
     lifecycle::after_write(state, &gr, Some(&old), &stored, &now);
-    Ok(Reply { code: 200, object: for_version(info, stored), warnings })
+    Ok(Reply {
+        code: 200,
+        object: for_version(info, stored),
+        warnings,
+    })
 }
 
 /// Whether anything but metadata (and status, with a status subresource) changed.
@@ -867,11 +1096,23 @@ fn without_volatile(v: &Value) -> Value {
 }
 
 /// The CR pipeline: prune unknown fields (or refuse them under Strict), default, validate.
-fn schema_pipeline(info: &ResourceInfo, obj: &mut Value, old: Option<&Value>, p: &WriteParams, warnings: &mut Vec<String>) -> Result<(), ApiError> {
-    let Some(schema) = &info.schema else { return Ok(()) };
+fn schema_pipeline(
+    info: &ResourceInfo,
+    obj: &mut Value,
+    old: Option<&Value>,
+    p: &WriteParams,
+    warnings: &mut Vec<String>,
+) -> Result<(), ApiError> {
+    let Some(schema) = &info.schema else {
+        return Ok(());
+    };
     let mut unknown: Vec<String> = Vec::new();
     if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
-        let extra: Vec<String> = m.keys().filter(|k| !meta::OBJECT_META_FIELDS.contains(&k.as_str())).cloned().collect();
+        let extra: Vec<String> = m
+            .keys()
+            .filter(|k| !meta::OBJECT_META_FIELDS.contains(&k.as_str()))
+            .cloned()
+            .collect();
         for k in extra {
             m.remove(&k);
             unknown.push(format!("metadata.{k}"));
@@ -881,17 +1122,30 @@ fn schema_pipeline(info: &ResourceInfo, obj: &mut Value, old: Option<&Value>, p:
     if !unknown.is_empty() {
         match p.field_validation {
             FieldValidation::Strict => {
-                let list: Vec<String> = unknown.iter().map(|u| format!("unknown field \"{u}\"")).collect();
-                return Err(ApiError::bad_request(format!("strict decoding error: {}", list.join(", "))));
+                let list: Vec<String> = unknown
+                    .iter()
+                    .map(|u| format!("unknown field \"{u}\""))
+                    .collect();
+                return Err(ApiError::bad_request(format!(
+                    "strict decoding error: {}",
+                    list.join(", ")
+                )));
             }
-            FieldValidation::Warn => warnings.extend(unknown.iter().map(|u| format!("unknown field \"{u}\""))),
+            FieldValidation::Warn => {
+                warnings.extend(unknown.iter().map(|u| format!("unknown field \"{u}\"")))
+            }
             FieldValidation::Ignore => {}
         }
     }
     schema.apply_defaults(obj);
     let errors = schema.validate(obj, old);
     if !errors.is_empty() {
-        return Err(ApiError::from_field_errors(&info.group, &info.kind, meta_str(obj, "name"), &errors));
+        return Err(ApiError::from_field_errors(
+            &info.group,
+            &info.kind,
+            meta_str(obj, "name"),
+            &errors,
+        ));
     }
     Ok(())
 }
@@ -921,25 +1175,58 @@ mod tests {
         let created = core.create(&si, Some("default"), secret("s"), &p).unwrap();
         assert_eq!(created.code, 201);
         assert_eq!(created.object["metadata"]["generation"], 1);
-        let rv = created.object["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+        let rv = created.object["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .to_string();
         let mut upd = (*created.object).clone();
         upd["data"]["a"] = json!("Yw==");
-        let updated = core.update(&si, Some("default"), "s", upd.clone(), &p, Subresource::Main).unwrap();
+        let updated = core
+            .update(
+                &si,
+                Some("default"),
+                "s",
+                upd.clone(),
+                &p,
+                Subresource::Main,
+            )
+            .unwrap();
         assert_eq!(updated.object["metadata"]["generation"], 2);
         assert_ne!(updated.object["metadata"]["resourceVersion"], json!(rv));
         // Stale RV: conflict.
-        let err = core.update(&si, Some("default"), "s", upd, &p, Subresource::Main).unwrap_err();
+        let err = core
+            .update(&si, Some("default"), "s", upd, &p, Subresource::Main)
+            .unwrap_err();
         assert_eq!(err.code, 409);
         assert!(err.message.contains("the object has been modified"));
         // Label-only change does not bump generation.
         let mut lab = (*updated.object).clone();
         lab["metadata"]["labels"] = json!({"x": "y"});
-        let lab = core.update(&si, Some("default"), "s", lab, &p, Subresource::Main).unwrap();
+        let lab = core
+            .update(&si, Some("default"), "s", lab, &p, Subresource::Main)
+            .unwrap();
         assert_eq!(lab.object["metadata"]["generation"], 2);
         // No-op update keeps the resourceVersion.
-        let same = core.update(&si, Some("default"), "s", (*lab.object).clone(), &p, Subresource::Main).unwrap();
-        assert_eq!(same.object["metadata"]["resourceVersion"], lab.object["metadata"]["resourceVersion"]);
-        assert_eq!(core.create(&si, Some("default"), secret("s"), &p).unwrap_err().code, 409);
+        let same = core
+            .update(
+                &si,
+                Some("default"),
+                "s",
+                (*lab.object).clone(),
+                &p,
+                Subresource::Main,
+            )
+            .unwrap();
+        assert_eq!(
+            same.object["metadata"]["resourceVersion"],
+            lab.object["metadata"]["resourceVersion"]
+        );
+        assert_eq!(
+            core.create(&si, Some("default"), secret("s"), &p)
+                .unwrap_err()
+                .code,
+            409
+        );
     }
 
     #[test]
@@ -953,14 +1240,18 @@ mod tests {
         let mut st = (*created.object).clone();
         st["status"] = json!({"active": 1});
         st["spec"]["parallelism"] = json!(5);
-        let after = core.update(&ji, Some("default"), "j", st, &p, Subresource::Status).unwrap();
+        let after = core
+            .update(&ji, Some("default"), "j", st, &p, Subresource::Status)
+            .unwrap();
         assert_eq!(after.object["status"]["active"], 1);
-        assert!(after.object["spec"].get("parallelism").is_none());
+        assert_eq!(after.object["spec"]["parallelism"], 1, "status writes keep the spec");
         assert_eq!(after.object["metadata"]["generation"], 1);
         let mut main = (*after.object).clone();
         main["status"] = json!({"active": 9});
         main["spec"]["parallelism"] = json!(5);
-        let after = core.update(&ji, Some("default"), "j", main, &p, Subresource::Main).unwrap();
+        let after = core
+            .update(&ji, Some("default"), "j", main, &p, Subresource::Main)
+            .unwrap();
         assert_eq!(after.object["status"]["active"], 1);
         assert_eq!(after.object["metadata"]["generation"], 2);
     }
@@ -970,15 +1261,20 @@ mod tests {
         let core = Core::new(100);
         let si = info(&core, "", "secrets");
         let p = WriteParams::default();
-        let err = core.create(&si, Some("missing"), secret("s"), &p).unwrap_err();
+        let err = core
+            .create(&si, Some("missing"), secret("s"), &p)
+            .unwrap_err();
         assert_eq!(err.code, 404);
         assert_eq!(err.message, "namespaces \"missing\" not found");
         let nsi = info(&core, "", "namespaces");
-        core.create(&nsi, None, json!({"metadata": {"name": "t"}}), &p).unwrap();
+        core.create(&nsi, None, json!({"metadata": {"name": "t"}}), &p)
+            .unwrap();
         let mut s = secret("held");
         s["metadata"]["finalizers"] = json!(["example.com/x"]);
         core.create(&si, Some("t"), s, &p).unwrap();
-        let d = core.delete(&nsi, None, "t", &DeleteOptions::default()).unwrap();
+        let d = core
+            .delete(&nsi, None, "t", &DeleteOptions::default())
+            .unwrap();
         assert!(!d.removed);
         assert_eq!(d.object["status"]["phase"], "Terminating");
         let err = core.create(&si, Some("t"), secret("new"), &p).unwrap_err();
@@ -988,7 +1284,8 @@ mod tests {
         let held = core.get(&si, "t", "held").unwrap();
         let mut released = (*held).clone();
         released["metadata"]["finalizers"] = json!([]);
-        core.update(&si, Some("t"), "held", released, &p, Subresource::Main).unwrap();
+        core.update(&si, Some("t"), "held", released, &p, Subresource::Main)
+            .unwrap();
         assert_eq!(core.get(&nsi, "", "t").unwrap_err().code, 404);
     }
 
@@ -1001,17 +1298,33 @@ mod tests {
             let cm = json!({"metadata": {"name": format!("c{i}"), "labels": {"i": i.to_string(), "even": (i % 2 == 0).to_string()}}});
             core.create(&ci, Some("default"), cm, &p).unwrap();
         }
-        let q = ListQuery { limit: Some(2), ..Default::default() };
+        let q = ListQuery {
+            limit: Some(2),
+            ..Default::default()
+        };
         let page = core.list(&ci, Some("default"), &q).unwrap();
         assert_eq!(page.items.len(), 2);
         assert_eq!(page.remaining_item_count, Some(3));
-        let q2 = ListQuery { limit: Some(2), continue_token: page.continue_token.clone(), ..Default::default() };
+        let q2 = ListQuery {
+            limit: Some(2),
+            continue_token: page.continue_token.clone(),
+            ..Default::default()
+        };
         let page2 = core.list(&ci, Some("default"), &q2).unwrap();
         assert_eq!(page2.items[0]["metadata"]["name"], "c2");
         assert_eq!(page2.resource_version, page.resource_version);
-        let q = ListQuery { labels: LabelSelector::parse("even=true").unwrap(), ..Default::default() };
+        let q = ListQuery {
+            labels: LabelSelector::parse("even=true").unwrap(),
+            ..Default::default()
+        };
         assert_eq!(core.list(&ci, None, &q).unwrap().items.len(), 3);
-        core.create(&ci, Some("default"), json!({"metadata": {"name": "later"}}), &p).unwrap();
+        core.create(
+            &ci,
+            Some("default"),
+            json!({"metadata": {"name": "later"}}),
+            &p,
+        )
+        .unwrap();
         core.store.lock().expire_history();
         let err = core.list(&ci, Some("default"), &q2).unwrap_err();
         assert_eq!(err.code, 410);
@@ -1022,17 +1335,54 @@ mod tests {
         let core = Core::new(100);
         let ci = info(&core, "", "configmaps");
         let p = WriteParams::default();
-        let r = core.create(&ci, Some("default"), json!({"metadata": {"generateName": "gen-"}}), &p).unwrap();
+        let r = core
+            .create(
+                &ci,
+                Some("default"),
+                json!({"metadata": {"generateName": "gen-"}}),
+                &p,
+            )
+            .unwrap();
         let name = r.object["metadata"]["name"].as_str().unwrap();
         assert!(name.starts_with("gen-") && name.len() == 9);
-        let err = core.create(&ci, Some("default"), json!({"metadata": {"name": "Bad_Name"}}), &p).unwrap_err();
+        let err = core
+            .create(
+                &ci,
+                Some("default"),
+                json!({"metadata": {"name": "Bad_Name"}}),
+                &p,
+            )
+            .unwrap_err();
         assert_eq!(err.code, 422);
-        let err = core.create(&ci, Some("default"), json!({"metadata": {"name": "x", "namespace": "other"}}), &p).unwrap_err();
+        let err = core
+            .create(
+                &ci,
+                Some("default"),
+                json!({"metadata": {"name": "x", "namespace": "other"}}),
+                &p,
+            )
+            .unwrap_err();
         assert_eq!(err.code, 400);
-        let err = core.create(&ci, Some("default"), json!({"apiVersion": "v2", "metadata": {"name": "x"}}), &p).unwrap_err();
+        let err = core
+            .create(
+                &ci,
+                Some("default"),
+                json!({"apiVersion": "v2", "metadata": {"name": "x"}}),
+                &p,
+            )
+            .unwrap_err();
         assert_eq!(err.code, 400);
-        let dry = WriteParams { dry_run: true, ..Default::default() };
-        core.create(&ci, Some("default"), json!({"metadata": {"name": "dry"}}), &dry).unwrap();
+        let dry = WriteParams {
+            dry_run: true,
+            ..Default::default()
+        };
+        core.create(
+            &ci,
+            Some("default"),
+            json!({"metadata": {"name": "dry"}}),
+            &dry,
+        )
+        .unwrap();
         assert_eq!(core.get(&ci, "default", "dry").unwrap_err().code, 404);
     }
 }

@@ -427,6 +427,20 @@ pub fn openapi_extensions(type_name: &str, property: &str) -> Map<String, Value>
         }
         _ => {}
     }
+    // `patchStrategy:"...,retainKeys"`: kubectl then sends `$retainKeys` (which we honour
+    // wherever it appears) so that switching a volume source or update strategy drops the old.
+    match (type_name, property) {
+        ("PodSpec", "volumes") => {
+            ext.insert(
+                "x-kubernetes-patch-strategy".into(),
+                json!("merge,retainKeys"),
+            );
+        }
+        ("DeploymentSpec", "strategy") => {
+            ext.insert("x-kubernetes-patch-strategy".into(), json!("retainKeys"));
+        }
+        _ => {}
+    }
     ext
 }
 
@@ -500,6 +514,10 @@ mod tests {
         assert_eq!(
             defs["io.k8s.api.core.v1.NamespaceStatus"]["properties"]["conditions"]["x-kubernetes-patch-merge-key"],
             "type"
+        );
+        assert_eq!(
+            openapi_extensions("PodSpec", "volumes")["x-kubernetes-patch-strategy"],
+            "merge,retainKeys"
         );
         let fin = openapi_extensions("ObjectMeta", "finalizers");
         assert_eq!(fin["x-kubernetes-patch-strategy"], "merge");

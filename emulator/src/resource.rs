@@ -65,7 +65,10 @@ pub struct GroupResource {
 
 impl GroupResource {
     pub fn new(group: impl Into<String>, resource: impl Into<String>) -> Self {
-        GroupResource { group: group.into(), resource: resource.into() }
+        GroupResource {
+            group: group.into(),
+            resource: resource.into(),
+        }
     }
 }
 
@@ -80,7 +83,12 @@ impl std::fmt::Display for GroupResource {
 }
 
 impl ResourceInfo {
+    /// The store the resource's objects live in. events.k8s.io/v1 Events are another view
+    /// of core v1 Events, stored once like the apiserver does.
     pub fn group_resource_key(&self) -> GroupResource {
+        if self.group == "events.k8s.io" && self.plural == "events" {
+            return GroupResource::new("", "events");
+        }
         GroupResource::new(self.group.clone(), self.plural.clone())
     }
 }
@@ -96,21 +104,33 @@ pub struct Registry {
 
 impl Registry {
     pub fn insert(&mut self, info: ResourceInfo, storage: bool) {
-        let key = (info.group.clone(), info.version.clone(), info.plural.clone());
-        if storage || !self.storage_version.contains_key(&info.group_resource_key()) {
-            self.storage_version.insert(info.group_resource_key(), info.version.clone());
+        let key = (
+            info.group.clone(),
+            info.version.clone(),
+            info.plural.clone(),
+        );
+        if storage
+            || !self
+                .storage_version
+                .contains_key(&info.group_resource_key())
+        {
+            self.storage_version
+                .insert(info.group_resource_key(), info.version.clone());
         }
         self.by_gvr.insert(key, Arc::new(info));
     }
 
     /// Removes every version of a group/resource.
     pub fn remove_resource(&mut self, gr: &GroupResource) {
-        self.by_gvr.retain(|(g, _, p), _| !(g == &gr.group && p == &gr.resource));
+        self.by_gvr
+            .retain(|(g, _, p), _| !(g == &gr.group && p == &gr.resource));
         self.storage_version.remove(gr);
     }
 
     pub fn get(&self, group: &str, version: &str, plural: &str) -> Option<Arc<ResourceInfo>> {
-        self.by_gvr.get(&(group.to_string(), version.to_string(), plural.to_string())).cloned()
+        self.by_gvr
+            .get(&(group.to_string(), version.to_string(), plural.to_string()))
+            .cloned()
     }
 
     /// Any served version of a group/resource, the storage version first.
@@ -120,7 +140,10 @@ impl Registry {
         {
             return Some(info);
         }
-        self.by_gvr.values().find(|i| i.group == gr.group && i.plural == gr.resource).cloned()
+        self.by_gvr
+            .values()
+            .find(|i| i.group == gr.group && i.plural == gr.resource)
+            .cloned()
     }
 
     pub fn storage_version(&self, gr: &GroupResource) -> Option<&str> {
@@ -129,7 +152,10 @@ impl Registry {
 
     /// Finds a resource by group and kind (any version, storage version preferred).
     pub fn by_group_kind(&self, group: &str, kind: &str) -> Option<Arc<ResourceInfo>> {
-        let found = self.by_gvr.values().find(|i| i.group == group && i.kind == kind)?;
+        let found = self
+            .by_gvr
+            .values()
+            .find(|i| i.group == group && i.kind == kind)?;
         self.any_version(&found.group_resource_key())
     }
 
@@ -167,19 +193,33 @@ impl Registry {
         for (_, versions) in &mut groups {
             versions.sort_by(|a, b| compare_versions(a, b));
         }
-        groups.sort_by(|a, b| group_rank(&a.0).cmp(&group_rank(&b.0)).then_with(|| a.0.cmp(&b.0)));
+        groups.sort_by(|a, b| {
+            group_rank(&a.0)
+                .cmp(&group_rank(&b.0))
+                .then_with(|| a.0.cmp(&b.0))
+        });
         groups
     }
 
     /// Versions served for a group, preferred first.
     pub fn group_versions(&self, group: &str) -> Vec<String> {
-        self.groups().into_iter().find(|(g, _)| g == group).map(|(_, v)| v).unwrap_or_default()
+        self.groups()
+            .into_iter()
+            .find(|(g, _)| g == group)
+            .map(|(_, v)| v)
+            .unwrap_or_default()
     }
 }
 
 /// Built-in groups first (as the apiserver lists them), then the rest alphabetically.
 fn group_rank(group: &str) -> u8 {
-    const BUILTIN: &[&str] = &["apps", "events.k8s.io", "batch", "coordination.k8s.io", "apiextensions.k8s.io"];
+    const BUILTIN: &[&str] = &[
+        "apps",
+        "events.k8s.io",
+        "batch",
+        "coordination.k8s.io",
+        "apiextensions.k8s.io",
+    ];
     match BUILTIN.iter().position(|g| *g == group) {
         Some(i) => i as u8,
         None => u8::MAX,
@@ -191,7 +231,9 @@ fn group_rank(group: &str) -> u8 {
 pub fn compare_versions(a: &str, b: &str) -> std::cmp::Ordering {
     fn parse(v: &str) -> Option<(u8, u64, u64)> {
         let rest = v.strip_prefix('v')?;
-        let digits_end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits_end = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let major: u64 = rest[..digits_end].parse().ok()?;
         let tail = &rest[digits_end..];
         if tail.is_empty() {
@@ -219,8 +261,29 @@ mod tests {
 
     #[test]
     fn version_priority() {
-        let mut v = vec!["v1alpha1", "foo", "v2beta1", "v1", "v1beta1", "v2", "v10alpha2", "v1beta2"];
+        let mut v = vec![
+            "v1alpha1",
+            "foo",
+            "v2beta1",
+            "v1",
+            "v1beta1",
+            "v2",
+            "v10alpha2",
+            "v1beta2",
+        ];
         v.sort_by(|a, b| compare_versions(a, b));
-        assert_eq!(v, ["v2", "v1", "v2beta1", "v1beta2", "v1beta1", "v10alpha2", "v1alpha1", "foo"]);
+        assert_eq!(
+            v,
+            [
+                "v2",
+                "v1",
+                "v2beta1",
+                "v1beta2",
+                "v1beta1",
+                "v10alpha2",
+                "v1alpha1",
+                "foo"
+            ]
+        );
     }
 }

@@ -96,7 +96,9 @@ fn parse_label_term(term: &str) -> Result<LabelRequirement, String> {
     }
     // Set-based: `key in (a,b)` / `key notin (a,b)`.
     if let Some(open) = term.find('(') {
-        let close = term.rfind(')').ok_or_else(|| format!("found '{term}', expected: ')'"))?;
+        let close = term
+            .rfind(')')
+            .ok_or_else(|| format!("found '{term}', expected: ')'"))?;
         if close < open {
             return Err(format!("found '{term}', expected: ')'"));
         }
@@ -124,12 +126,16 @@ fn parse_label_term(term: &str) -> Result<LabelRequirement, String> {
                 }
                 Ok(LabelRequirement::NotIn(key.to_string(), values))
             }
-            _ => Err(format!("found '{term}', expected: in, notin, =, ==, !=, gt, lt")),
+            _ => Err(format!(
+                "found '{term}', expected: in, notin, =, ==, !=, gt, lt"
+            )),
         };
     }
     let key = term.trim();
     if key.contains(char::is_whitespace) {
-        return Err(format!("found '{key}', expected: in, notin, =, ==, !=, gt, lt"));
+        return Err(format!(
+            "found '{key}', expected: in, notin, =, ==, !=, gt, lt"
+        ));
     }
     validate_label_key(key)?;
     Ok(LabelRequirement::Exists(key.to_string()))
@@ -139,7 +145,9 @@ fn validate_label_key(key: &str) -> Result<(), String> {
     let name = match key.split_once('/') {
         Some((prefix, name)) => {
             if prefix.is_empty() || prefix.len() > 253 {
-                return Err(format!("invalid label key \"{key}\": prefix part must be non-empty and at most 253 characters"));
+                return Err(format!(
+                    "invalid label key \"{key}\": prefix part must be non-empty and at most 253 characters"
+                ));
             }
             name
         }
@@ -147,7 +155,9 @@ fn validate_label_key(key: &str) -> Result<(), String> {
     };
     let ok = !name.is_empty()
         && name.len() <= 63
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name.ends_with(|c: char| c.is_ascii_alphanumeric());
     if ok {
@@ -162,7 +172,8 @@ fn validate_label_key(key: &str) -> Result<(), String> {
 fn validate_label_value(v: &str) -> Result<(), String> {
     let ok = v.is_empty()
         || (v.len() <= 63
-            && v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
             && v.starts_with(|c: char| c.is_ascii_alphanumeric())
             && v.ends_with(|c: char| c.is_ascii_alphanumeric()));
     if ok {
@@ -204,15 +215,24 @@ impl FieldSelector {
             } else if let Some((f, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
                 (f, v, false)
             } else {
-                return Err(ApiError::bad_request(format!("invalid selector: '{input}'; can't understand '{term}'")));
+                return Err(ApiError::bad_request(format!(
+                    "invalid selector: '{input}'; can't understand '{term}'"
+                )));
             };
             let field = field.trim();
-            if field != "metadata.name" && field != "metadata.namespace" && !supported.contains(&field) {
+            if field != "metadata.name"
+                && field != "metadata.namespace"
+                && !supported.contains(&field)
+            {
                 return Err(ApiError::bad_request(format!(
                     "field label not supported: {field}"
                 )));
             }
-            requirements.push(FieldRequirement { field: field.to_string(), value: value.trim().to_string(), negate });
+            requirements.push(FieldRequirement {
+                field: field.to_string(),
+                value: value.trim().to_string(),
+                negate,
+            });
         }
         Ok(FieldSelector { requirements })
     }
@@ -297,8 +317,16 @@ mod tests {
         let s = FieldSelector::parse("metadata.name=a,metadata.namespace!=other", &[]).unwrap();
         assert!(s.matches(&o));
         assert_eq!(s.pinned_name(), Some("a"));
-        assert!(!FieldSelector::parse("metadata.name=b", &[]).unwrap().matches(&o));
-        assert!(FieldSelector::parse("type=Opaque", &["type"]).unwrap().matches(&o));
+        assert!(
+            !FieldSelector::parse("metadata.name=b", &[])
+                .unwrap()
+                .matches(&o)
+        );
+        assert!(
+            FieldSelector::parse("type=Opaque", &["type"])
+                .unwrap()
+                .matches(&o)
+        );
         let err = FieldSelector::parse("spec.foo=1", &[]).unwrap_err();
         assert_eq!(err.message, "field label not supported: spec.foo");
     }

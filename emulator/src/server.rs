@@ -27,7 +27,7 @@ use crate::lifecycle::{DeleteOptions, Propagation};
 use crate::ops::{Core, FieldValidation, ListQuery, PatchType, Subresource, WriteParams};
 use crate::resource::{PatchKind, ResourceInfo};
 use crate::schema::{self, IncludeObject};
-use crate::selectors::{FieldSelector, LabelSelector};
+use crate::selectors::LabelSelector;
 use crate::status::ApiError;
 use crate::watch::{self as watches, Render, WatchContext, WatchRequest};
 
@@ -72,7 +72,11 @@ pub struct RequestLog {
 
 impl RequestLog {
     pub fn new(capacity: usize) -> Self {
-        RequestLog { entries: Mutex::new(VecDeque::new()), capacity: capacity.max(1), total: AtomicU64::new(0) }
+        RequestLog {
+            entries: Mutex::new(VecDeque::new()),
+            capacity: capacity.max(1),
+            total: AtomicU64::new(0),
+        }
     }
 
     fn push(&self, r: RequestRecord) {
@@ -86,11 +90,19 @@ impl RequestLog {
 
     /// The kept records, oldest first.
     pub fn entries(&self) -> Vec<RequestRecord> {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect()
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 
     pub fn clear(&self) {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     /// Requests handled since start (including ones no longer kept).
@@ -100,7 +112,10 @@ impl RequestLog {
 
     /// Kept write requests (create/update/patch/delete/deletecollection).
     pub fn writes(&self) -> Vec<RequestRecord> {
-        self.entries().into_iter().filter(RequestRecord::is_write).collect()
+        self.entries()
+            .into_iter()
+            .filter(RequestRecord::is_write)
+            .collect()
     }
 }
 
@@ -153,12 +168,20 @@ struct Ctx {
 }
 
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
-    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
     let path = req.uri().path().to_string();
     let raw_query = req.uri().query().unwrap_or_default().to_string();
     let mut ctx = Ctx {
         method: req.method().clone(),
-        query: url::form_urlencoded::parse(raw_query.as_bytes()).into_owned().collect(),
+        query: url::form_urlencoded::parse(raw_query.as_bytes())
+            .into_owned()
+            .collect(),
         accept: header("accept"),
         content_type: header("content-type"),
         user_agent: header("user-agent"),
@@ -183,7 +206,10 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     if let Ok(v) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
         headers.insert(HeaderName::from_static("audit-id"), v);
     }
-    headers.insert(hyper::header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
+    headers.insert(
+        hyper::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, private"),
+    );
     for w in &ctx.warnings {
         let escaped = w.replace('\\', "\\\\").replace('"', "\\\"");
         if let Ok(v) = HeaderValue::from_str(&format!("299 - \"{escaped}\"")) {
@@ -194,7 +220,9 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
 }
 
 fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 fn respond(code: u16, content_type: &str, bytes: Vec<u8>) -> Response<Body> {
@@ -207,7 +235,11 @@ fn respond(code: u16, content_type: &str, bytes: Vec<u8>) -> Response<Body> {
 }
 
 fn json_response(code: u16, v: &Value) -> Response<Body> {
-    respond(code, "application/json", serde_json::to_vec(v).unwrap_or_default())
+    respond(
+        code,
+        "application/json",
+        serde_json::to_vec(v).unwrap_or_default(),
+    )
 }
 
 fn error_response(e: &ApiError) -> Response<Body> {
@@ -253,8 +285,16 @@ fn wants_aggregated(accept: &str) -> Option<String> {
         if !is_json {
             continue;
         }
-        match (m.params.get("as").map(String::as_str), m.params.get("g").map(String::as_str), m.params.get("v").map(String::as_str)) {
-            (Some("APIGroupDiscoveryList"), Some("apidiscovery.k8s.io"), Some(v @ ("v2" | "v2beta1"))) => return Some(v.to_string()),
+        match (
+            m.params.get("as").map(String::as_str),
+            m.params.get("g").map(String::as_str),
+            m.params.get("v").map(String::as_str),
+        ) {
+            (
+                Some("APIGroupDiscoveryList"),
+                Some("apidiscovery.k8s.io"),
+                Some(v @ ("v2" | "v2beta1")),
+            ) => return Some(v.to_string()),
             (None, _, _) => return None,
             _ => continue,
         }
@@ -271,13 +311,24 @@ enum Rendering {
 
 fn negotiate(accept: &str) -> Rendering {
     for m in parse_accept(accept) {
-        if !matches!(m.mime.as_str(), "application/json" | "*/*" | "application/*" | "application/vnd.kubernetes.protobuf" | "application/yaml") {
+        if !matches!(
+            m.mime.as_str(),
+            "application/json"
+                | "*/*"
+                | "application/*"
+                | "application/vnd.kubernetes.protobuf"
+                | "application/yaml"
+        ) {
             continue;
         }
         let g = m.params.get("g").map(String::as_str);
         match m.params.get("as").map(String::as_str) {
             Some("Table") if g == Some("meta.k8s.io") => return Rendering::Table,
-            Some("PartialObjectMetadata" | "PartialObjectMetadataList") if g == Some("meta.k8s.io") => return Rendering::Metadata,
+            Some("PartialObjectMetadata" | "PartialObjectMetadataList")
+                if g == Some("meta.k8s.io") =>
+            {
+                return Rendering::Metadata;
+            }
             Some(_) => continue,
             None => return Rendering::Object,
         }
@@ -285,19 +336,36 @@ fn negotiate(accept: &str) -> Rendering {
     Rendering::Object
 }
 
-async fn route(shared: &Arc<Shared>, ctx: &mut Ctx, path: &str, body: Incoming, record: &mut RequestRecord) -> Result<Response<Body>, ApiError> {
+async fn route(
+    shared: &Arc<Shared>,
+    ctx: &mut Ctx,
+    path: &str,
+    body: Incoming,
+    record: &mut RequestRecord,
+) -> Result<Response<Body>, ApiError> {
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let get_only = |ctx: &Ctx| {
         if ctx.method == Method::GET || ctx.method == Method::HEAD {
             Ok(())
         } else {
-            Err(ApiError::method_not_allowed(format!("the server does not allow this method on the requested resource")))
+            Err(ApiError::method_not_allowed(
+                "the server does not allow this method on the requested resource",
+            ))
         }
     };
     match segs.as_slice() {
         [] => {
             get_only(ctx)?;
-            let mut paths = vec!["/api".to_string(), "/api/v1".to_string(), "/apis".to_string(), "/healthz".into(), "/livez".into(), "/readyz".into(), "/openapi/v3".into(), "/version".into()];
+            let mut paths = vec![
+                "/api".to_string(),
+                "/api/v1".to_string(),
+                "/apis".to_string(),
+                "/healthz".into(),
+                "/livez".into(),
+                "/readyz".into(),
+                "/openapi/v3".into(),
+                "/version".into(),
+            ];
             let registry = shared.core.store.lock().registry.clone();
             for (g, vs) in registry.groups() {
                 paths.push(format!("/apis/{g}"));
@@ -321,47 +389,82 @@ async fn route(shared: &Arc<Shared>, ctx: &mut Ctx, path: &str, body: Incoming, 
         }
         ["openapi", "v2"] => {
             let resources = shared.core.store.lock().registry.all();
-            if parse_accept(&ctx.accept).iter().any(|m| m.mime == schema::openapi_v2::PROTOBUF_MIME) {
-                return Ok(respond(200, schema::openapi_v2::PROTOBUF_RESPONSE_MIME, schema::openapi_v2::protobuf(&resources)));
+            if parse_accept(&ctx.accept)
+                .iter()
+                .any(|m| m.mime == schema::openapi_v2::PROTOBUF_MIME)
+            {
+                return Ok(respond(
+                    200,
+                    schema::openapi_v2::PROTOBUF_RESPONSE_MIME,
+                    schema::openapi_v2::protobuf(&resources),
+                ));
             }
-            Ok(json_response(200, &schema::openapi_v2::document(&resources)))
+            Ok(json_response(
+                200,
+                &schema::openapi_v2::document(&resources),
+            ))
         }
         ["openapi", "v3", "api", "v1"] => {
             let resources = shared.core.store.lock().registry.resources_in("", "v1");
-            Ok(json_response(200, &schema::openapi::group_version_document(&resources)))
+            Ok(json_response(
+                200,
+                &schema::openapi::group_version_document(&resources),
+            ))
         }
         ["openapi", "v3", "apis", g, v] => {
             let resources = shared.core.store.lock().registry.resources_in(g, v);
             if resources.is_empty() {
                 return Err(ApiError::path_not_found());
             }
-            Ok(json_response(200, &schema::openapi::group_version_document(&resources)))
+            Ok(json_response(
+                200,
+                &schema::openapi::group_version_document(&resources),
+            ))
         }
         ["api"] => {
             get_only(ctx)?;
             if let Some(v) = wants_aggregated(&ctx.accept) {
                 let doc = discovery::aggregated(&shared.core.store.lock().registry, true, &v);
-                return Ok(respond(200, &format!("application/json;g=apidiscovery.k8s.io;v={v};as=APIGroupDiscoveryList"), serde_json::to_vec(&doc).unwrap_or_default()));
+                return Ok(respond(
+                    200,
+                    &format!(
+                        "application/json;g=apidiscovery.k8s.io;v={v};as=APIGroupDiscoveryList"
+                    ),
+                    serde_json::to_vec(&doc).unwrap_or_default(),
+                ));
             }
-            Ok(json_response(200, &discovery::core_versions(&shared.addr.to_string())))
+            Ok(json_response(
+                200,
+                &discovery::core_versions(&shared.addr.to_string()),
+            ))
         }
         ["apis"] => {
             get_only(ctx)?;
             let registry = shared.core.store.lock().registry.clone();
             if let Some(v) = wants_aggregated(&ctx.accept) {
                 let doc = discovery::aggregated(&registry, false, &v);
-                return Ok(respond(200, &format!("application/json;g=apidiscovery.k8s.io;v={v};as=APIGroupDiscoveryList"), serde_json::to_vec(&doc).unwrap_or_default()));
+                return Ok(respond(
+                    200,
+                    &format!(
+                        "application/json;g=apidiscovery.k8s.io;v={v};as=APIGroupDiscoveryList"
+                    ),
+                    serde_json::to_vec(&doc).unwrap_or_default(),
+                ));
             }
             Ok(json_response(200, &discovery::group_list(&registry)))
         }
         ["api", "v1"] => {
             get_only(ctx)?;
             let resources = shared.core.store.lock().registry.resources_in("", "v1");
-            Ok(json_response(200, &discovery::resource_list("", "v1", &resources)))
+            Ok(json_response(
+                200,
+                &discovery::resource_list("", "v1", &resources),
+            ))
         }
         ["apis", g] => {
             get_only(ctx)?;
-            let doc = discovery::group(&shared.core.store.lock().registry, g).ok_or_else(ApiError::path_not_found)?;
+            let doc = discovery::group(&shared.core.store.lock().registry, g)
+                .ok_or_else(ApiError::path_not_found)?;
             Ok(json_response(200, &doc))
         }
         ["apis", g, v] => {
@@ -370,9 +473,14 @@ async fn route(shared: &Arc<Shared>, ctx: &mut Ctx, path: &str, body: Incoming, 
             if resources.is_empty() {
                 return Err(ApiError::path_not_found());
             }
-            Ok(json_response(200, &discovery::resource_list(g, v, &resources)))
+            Ok(json_response(
+                200,
+                &discovery::resource_list(g, v, &resources),
+            ))
         }
-        ["api", "v1", rest @ ..] => resource_request(shared, ctx, "", "v1", rest, body, record).await,
+        ["api", "v1", rest @ ..] => {
+            resource_request(shared, ctx, "", "v1", rest, body, record).await
+        }
         ["apis", g, v, rest @ ..] => {
             let (g, v) = (g.to_string(), v.to_string());
             resource_request(shared, ctx, &g, &v, rest, body, record).await
@@ -391,7 +499,10 @@ struct Target<'a> {
     subresource: Option<&'a str>,
 }
 
-fn parse_target<'a>(rest: &[&'a str], is_namespaced_plural: impl Fn(&str) -> bool) -> Option<Target<'a>> {
+fn parse_target<'a>(
+    rest: &[&'a str],
+    is_namespaced_plural: impl Fn(&str) -> bool,
+) -> Option<Target<'a>> {
     let mut t = Target::default();
     let mut rest = rest;
     if rest.first() == Some(&"watch") {
@@ -422,10 +533,18 @@ async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
     match Limited::new(body, MAX_BODY).collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                Err(ApiError::new(413, "RequestEntityTooLarge", "the request is too large"))
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                Err(ApiError::new(
+                    413,
+                    "RequestEntityTooLarge",
+                    "the request is too large",
+                ))
             } else {
-                Err(ApiError::bad_request(format!("error reading the request body: {e}")))
+                Err(ApiError::bad_request(format!(
+                    "error reading the request body: {e}"
+                )))
             }
         }
     }
@@ -433,12 +552,20 @@ async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
 
 /// A create/update body as JSON, whatever it was sent as.
 fn decode_object(content_type: &str, bytes: &[u8]) -> Result<Value, ApiError> {
-    let base = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    let base = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
     match base.as_str() {
-        "" | "application/json" | "*/*" => serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("error decoding request body as JSON: {e}"))),
-        "application/yaml" | "application/x-yaml" | "text/yaml" => {
-            serde_yaml_ng::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("error decoding request body as YAML: {e}")))
-        }
+        "" | "application/json" | "*/*" => serde_json::from_slice(bytes).map_err(|e| {
+            ApiError::bad_request(format!("error decoding request body as JSON: {e}"))
+        }),
+        "application/yaml" | "application/x-yaml" | "text/yaml" => serde_yaml_ng::from_slice(bytes)
+            .map_err(|e| {
+                ApiError::bad_request(format!("error decoding request body as YAML: {e}"))
+            }),
         "application/vnd.kubernetes.protobuf" => crate::protobuf::decode(bytes),
         other => Err(ApiError::unsupported_media_type(other)),
     }
@@ -452,24 +579,44 @@ fn write_params(ctx: &Ctx) -> Result<WriteParams, ApiError> {
     let dry_run = match ctx.query.get("dryRun").map(String::as_str) {
         None | Some("") => false,
         Some("All") => true,
-        Some(other) => return Err(ApiError::bad_request(format!("Invalid dry run value: {other:?}; supported values: \"All\""))),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "Invalid dry run value: {other:?}; supported values: \"All\""
+            )));
+        }
     };
     Ok(WriteParams {
         dry_run,
         field_manager: ctx.query.get("fieldManager").cloned(),
-        field_validation: FieldValidation::parse(ctx.query.get("fieldValidation").map(String::as_str).unwrap_or_default())?,
+        field_validation: FieldValidation::parse(
+            ctx.query
+                .get("fieldValidation")
+                .map(String::as_str)
+                .unwrap_or_default(),
+        )?,
         user_agent: ctx.user_agent.clone(),
     })
 }
 
 fn list_query(ctx: &Ctx, info: &ResourceInfo) -> Result<ListQuery, ApiError> {
     let limit = match ctx.query.get("limit").filter(|l| !l.is_empty()) {
-        Some(l) => Some(l.parse::<usize>().map_err(|_| ApiError::bad_request(format!("invalid limit: {l:?}")))?),
+        Some(l) => Some(
+            l.parse::<usize>()
+                .map_err(|_| ApiError::bad_request(format!("invalid limit: {l:?}")))?,
+        ),
         None => None,
     };
     Ok(ListQuery {
-        labels: LabelSelector::parse(ctx.query.get("labelSelector").map(String::as_str).unwrap_or_default())?,
-        fields: FieldSelector::parse(ctx.query.get("fieldSelector").map(String::as_str).unwrap_or_default(), builtin::field_selector_fields(info))?,
+        labels: LabelSelector::parse(
+            ctx.query
+                .get("labelSelector")
+                .map(String::as_str)
+                .unwrap_or_default(),
+        )?,
+        fields: builtin::field_selector(
+            info,
+            ctx.query.get("fieldSelector").map(String::as_str).unwrap_or_default(),
+        )?,
         limit,
         continue_token: ctx.query.get("continue").cloned(),
         resource_version: ctx.query.get("resourceVersion").cloned(),
@@ -504,9 +651,19 @@ fn partial_metadata(obj: &Value) -> Value {
 }
 
 /// The reply for one object in the negotiated rendering.
-fn object_response(code: u16, info: &ResourceInfo, obj: &Value, rendering: Rendering, include: IncludeObject) -> Response<Body> {
+fn object_response(
+    code: u16,
+    info: &ResourceInfo,
+    obj: &Value,
+    rendering: Rendering,
+    include: IncludeObject,
+) -> Response<Body> {
     match rendering {
-        Rendering::Object => respond(code, "application/json", serde_json::to_vec(obj).unwrap_or_default()),
+        Rendering::Object => respond(
+            code,
+            "application/json",
+            serde_json::to_vec(obj).unwrap_or_default(),
+        ),
         Rendering::Metadata => json_response(code, &partial_metadata(obj)),
         Rendering::Table => {
             let mut t = table_of(info, &[obj], include);
@@ -550,24 +707,50 @@ fn list_response(info: &ResourceInfo, items: &[Arc<Value>], metadata: &Value) ->
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn resource_request(shared: &Arc<Shared>, ctx: &mut Ctx, group: &str, version: &str, rest: &[&str], body: Incoming, record: &mut RequestRecord) -> Result<Response<Body>, ApiError> {
-    let resources = shared.core.store.lock().registry.resources_in(group, version);
+async fn resource_request(
+    shared: &Arc<Shared>,
+    ctx: &mut Ctx,
+    group: &str,
+    version: &str,
+    rest: &[&str],
+    body: Incoming,
+    record: &mut RequestRecord,
+) -> Result<Response<Body>, ApiError> {
+    let resources = shared
+        .core
+        .store
+        .lock()
+        .registry
+        .resources_in(group, version);
     if resources.is_empty() {
         return Err(ApiError::path_not_found());
     }
-    let target = parse_target(rest, |p| resources.iter().any(|r| r.plural == p && r.namespaced)).ok_or_else(ApiError::path_not_found)?;
-    let info = resources.iter().find(|r| r.plural == target.plural).cloned().ok_or_else(ApiError::path_not_found)?;
+    let target = parse_target(rest, |p| {
+        resources.iter().any(|r| r.plural == p && r.namespaced)
+    })
+    .ok_or_else(ApiError::path_not_found)?;
+    let info = resources
+        .iter()
+        .find(|r| r.plural == target.plural)
+        .cloned()
+        .ok_or_else(ApiError::path_not_found)?;
     if target.namespace.is_some() && !info.namespaced {
         return Err(ApiError::path_not_found());
     }
     let sub = match target.subresource {
         None => Subresource::Main,
         Some("status") if info.status_subresource => Subresource::Status,
-        Some("finalize") if info.group.is_empty() && info.plural == "namespaces" => Subresource::Finalize,
+        Some("finalize") if info.group.is_empty() && info.plural == "namespaces" => {
+            Subresource::Finalize
+        }
         Some(_) => return Err(ApiError::path_not_found()),
     };
     let verb = match (&ctx.method, target.name) {
-        (&Method::GET | &Method::HEAD, None) if target.watch_prefix || bool_param(&ctx.query, "watch") => "watch",
+        (&Method::GET | &Method::HEAD, None)
+            if target.watch_prefix || bool_param(&ctx.query, "watch") =>
+        {
+            "watch"
+        }
         (&Method::GET | &Method::HEAD, None) => "list",
         (&Method::GET | &Method::HEAD, Some(_)) if target.watch_prefix => "watch",
         (&Method::GET | &Method::HEAD, Some(_)) => "get",
@@ -576,7 +759,11 @@ async fn resource_request(shared: &Arc<Shared>, ctx: &mut Ctx, group: &str, vers
         (&Method::PATCH, Some(_)) => "patch",
         (&Method::DELETE, Some(_)) => "delete",
         (&Method::DELETE, None) => "deletecollection",
-        _ => return Err(ApiError::method_not_allowed("the server does not allow this method on the requested resource")),
+        _ => {
+            return Err(ApiError::method_not_allowed(
+                "the server does not allow this method on the requested resource",
+            ));
+        }
     };
     let sub_verb_ok = match sub {
         Subresource::Main => info.verbs.iter().any(|v| v == verb),
@@ -600,7 +787,12 @@ async fn resource_request(shared: &Arc<Shared>, ctx: &mut Ctx, group: &str, vers
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    if let Some(err) = shared.faults.check(verb, &info.group, &info.plural, target.name.unwrap_or_default()) {
+    if let Some(err) = shared.faults.check(
+        verb,
+        &info.group,
+        &info.plural,
+        target.name.unwrap_or_default(),
+    ) {
         return Err(err);
     }
 
@@ -609,7 +801,11 @@ async fn resource_request(shared: &Arc<Shared>, ctx: &mut Ctx, group: &str, vers
     let include = include_object(ctx);
     match verb {
         "get" => {
-            let obj = shared.core.get(&info, ns.unwrap_or_default(), target.name.unwrap_or_default())?;
+            let obj = shared.core.get(
+                &info,
+                ns.unwrap_or_default(),
+                target.name.unwrap_or_default(),
+            )?;
             Ok(object_response(200, &info, &obj, rendering, include))
         }
         "list" => {
@@ -618,12 +814,20 @@ async fn resource_request(shared: &Arc<Shared>, ctx: &mut Ctx, group: &str, vers
             }
             let q = list_query(ctx, &info)?;
             let page = shared.core.list(&info, ns, &q)?;
-            let meta = list_metadata(page.resource_version, page.continue_token.as_deref(), page.remaining_item_count);
+            let meta = list_metadata(
+                page.resource_version,
+                page.continue_token.as_deref(),
+                page.remaining_item_count,
+            );
             match rendering {
                 Rendering::Object => Ok(list_response(&info, &page.items, &meta)),
                 Rendering::Metadata => {
-                    let items: Vec<Value> = page.items.iter().map(|o| partial_metadata(o)).collect();
-                    Ok(json_response(200, &json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "items": items})))
+                    let items: Vec<Value> =
+                        page.items.iter().map(|o| partial_metadata(o)).collect();
+                    Ok(json_response(
+                        200,
+                        &json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "items": items}),
+                    ))
                 }
                 Rendering::Table => {
                     let refs: Vec<&Value> = page.items.iter().map(|o| &**o).collect();
@@ -636,22 +840,39 @@ async fn resource_request(shared: &Arc<Shared>, ctx: &mut Ctx, group: &str, vers
         "watch" => watch_response(shared, ctx, info, ns, target.name, rendering, include),
         "create" => {
             if info.namespaced && ns.is_none() {
-                return Err(ApiError::method_not_allowed("create is not supported on a cluster-wide URL of a namespaced resource"));
+                return Err(ApiError::method_not_allowed(
+                    "create is not supported on a cluster-wide URL of a namespaced resource",
+                ));
             }
             let p = write_params(ctx)?;
             let bytes = read_body(body).await?;
             let obj = decode_object(&ctx.content_type, &bytes)?;
             let reply = shared.core.create(&info, ns, obj, &p)?;
             ctx.warnings.extend(reply.warnings);
-            Ok(object_response(reply.code, &info, &reply.object, rendering, include))
+            Ok(object_response(
+                reply.code,
+                &info,
+                &reply.object,
+                rendering,
+                include,
+            ))
         }
         "update" => {
             let p = write_params(ctx)?;
             let bytes = read_body(body).await?;
             let obj = decode_object(&ctx.content_type, &bytes)?;
-            let reply = shared.core.update(&info, ns, target.name.unwrap_or_default(), obj, &p, sub)?;
+            let reply =
+                shared
+                    .core
+                    .update(&info, ns, target.name.unwrap_or_default(), obj, &p, sub)?;
             ctx.warnings.extend(reply.warnings);
-            Ok(object_response(reply.code, &info, &reply.object, rendering, include))
+            Ok(object_response(
+                reply.code,
+                &info,
+                &reply.object,
+                rendering,
+                include,
+            ))
         }
         "patch" => {
             let patch_type = PatchType::from_content_type(&ctx.content_type).ok_or_else(|| {
@@ -664,12 +885,29 @@ async fn resource_request(shared: &Arc<Shared>, ctx: &mut Ctx, group: &str, vers
             let p = write_params(ctx)?;
             let force = bool_param(&ctx.query, "force");
             if force && patch_type != PatchType::Apply {
-                return Err(ApiError::bad_request("force: Forbidden: may not be specified for non-apply patch"));
+                return Err(ApiError::bad_request(
+                    "force: Forbidden: may not be specified for non-apply patch",
+                ));
             }
             let bytes = read_body(body).await?;
-            let reply = shared.core.patch(&info, ns, target.name.unwrap_or_default(), patch_type, &bytes, &p, sub, force)?;
+            let reply = shared.core.patch(
+                &info,
+                ns,
+                target.name.unwrap_or_default(),
+                patch_type,
+                &bytes,
+                &p,
+                sub,
+                force,
+            )?;
             ctx.warnings.extend(reply.warnings);
-            Ok(object_response(reply.code, &info, &reply.object, rendering, include))
+            Ok(object_response(
+                reply.code,
+                &info,
+                &reply.object,
+                rendering,
+                include,
+            ))
         }
         "delete" => {
             let opts = delete_options(ctx, body).await?;
@@ -686,7 +924,11 @@ async fn resource_request(shared: &Arc<Shared>, ctx: &mut Ctx, group: &str, vers
                 });
                 return Ok(json_response(200, &status));
             }
-            let code = if !d.removed && opts.orphan_dependents == Some(false) { 202 } else { 200 };
+            let code = if !d.removed && opts.orphan_dependents == Some(false) {
+                202
+            } else {
+                200
+            };
             Ok(object_response(code, &info, &d.object, rendering, include))
         }
         "deletecollection" => {
@@ -721,13 +963,32 @@ async fn delete_options(ctx: &Ctx, body: Incoming) -> Result<DeleteOptions, ApiE
     Ok(opts)
 }
 
-fn watch_response(shared: &Arc<Shared>, ctx: &Ctx, info: Arc<ResourceInfo>, ns: Option<&str>, name: Option<&str>, rendering: Rendering, include: IncludeObject) -> Result<Response<Body>, ApiError> {
-    let mut fields = FieldSelector::parse(ctx.query.get("fieldSelector").map(String::as_str).unwrap_or_default(), builtin::field_selector_fields(&info))?;
+fn watch_response(
+    shared: &Arc<Shared>,
+    ctx: &Ctx,
+    info: Arc<ResourceInfo>,
+    ns: Option<&str>,
+    name: Option<&str>,
+    rendering: Rendering,
+    include: IncludeObject,
+) -> Result<Response<Body>, ApiError> {
+    let mut fields = builtin::field_selector(
+        &info,
+        ctx.query.get("fieldSelector").map(String::as_str).unwrap_or_default(),
+    )?;
     if let Some(n) = name {
-        fields.requirements.push(crate::selectors::FieldRequirement { field: "metadata.name".into(), value: n.into(), negate: false });
+        fields
+            .requirements
+            .push(crate::selectors::FieldRequirement {
+                field: "metadata.name".into(),
+                value: n.into(),
+                negate: false,
+            });
     }
     let timeout = match ctx.query.get("timeoutSeconds").filter(|t| !t.is_empty()) {
-        Some(t) => Some(Duration::from_secs(t.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds: {t:?}")))?)),
+        Some(t) => Some(Duration::from_secs(t.parse::<u64>().map_err(|_| {
+            ApiError::bad_request(format!("invalid timeoutSeconds: {t:?}"))
+        })?)),
         None => None,
     };
     let send_initial_events = match ctx.query.get("sendInitialEvents").map(String::as_str) {
@@ -758,7 +1019,12 @@ fn watch_response(shared: &Arc<Shared>, ctx: &Ctx, info: Arc<ResourceInfo>, ns: 
         send_initial_events,
         allow_bookmarks: bool_param(&ctx.query, "allowWatchBookmarks"),
         timeout,
-        labels: LabelSelector::parse(ctx.query.get("labelSelector").map(String::as_str).unwrap_or_default())?,
+        labels: LabelSelector::parse(
+            ctx.query
+                .get("labelSelector")
+                .map(String::as_str)
+                .unwrap_or_default(),
+        )?,
         fields,
         render,
     };
@@ -769,11 +1035,21 @@ fn watch_response(shared: &Arc<Shared>, ctx: &Ctx, info: Arc<ResourceInfo>, ns: 
         bookmark_interval: shared.bookmark_interval,
     };
     let rx = watches::start(wctx, info, req)?;
-    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx)) });
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+    });
     let body = StreamBody::new(stream).boxed_unsync();
     let mut r = Response::new(body);
-    r.headers_mut().insert(hyper::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r.headers_mut().insert(hyper::header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r.headers_mut().insert(
+        hyper::header::TRANSFER_ENCODING,
+        HeaderValue::from_static("chunked"),
+    );
     Ok(r)
 }
 
@@ -785,9 +1061,15 @@ mod tests {
     fn parses_targets() {
         let ns = |p: &str| p == "secrets";
         let t = parse_target(&["namespaces", "a", "secrets", "x"], ns).unwrap();
-        assert_eq!((t.namespace, t.plural, t.name), (Some("a"), "secrets", Some("x")));
+        assert_eq!(
+            (t.namespace, t.plural, t.name),
+            (Some("a"), "secrets", Some("x"))
+        );
         let t = parse_target(&["namespaces", "a", "status"], ns).unwrap();
-        assert_eq!((t.namespace, t.plural, t.name, t.subresource), (None, "namespaces", Some("a"), Some("status")));
+        assert_eq!(
+            (t.namespace, t.plural, t.name, t.subresource),
+            (None, "namespaces", Some("a"), Some("status"))
+        );
         let t = parse_target(&["watch", "namespaces", "a", "secrets"], ns).unwrap();
         assert!(t.watch_prefix);
         assert_eq!(t.namespace, Some("a"));
@@ -796,11 +1078,24 @@ mod tests {
 
     #[test]
     fn negotiates_accept() {
-        assert_eq!(negotiate("application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"), Rendering::Table);
+        assert_eq!(
+            negotiate(
+                "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"
+            ),
+            Rendering::Table
+        );
         assert_eq!(negotiate("application/json"), Rendering::Object);
         assert_eq!(negotiate(""), Rendering::Object);
-        assert_eq!(negotiate("application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"), Rendering::Metadata);
-        assert_eq!(wants_aggregated("application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"), Some("v2".into()));
+        assert_eq!(
+            negotiate("application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"),
+            Rendering::Metadata
+        );
+        assert_eq!(
+            wants_aggregated(
+                "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"
+            ),
+            Some("v2".into())
+        );
         assert_eq!(wants_aggregated("application/json, */*"), None);
     }
 }

@@ -25,7 +25,12 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        ApiError { code, reason, message: message.into(), details: None }
+        ApiError {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+        }
     }
 
     pub fn with_details(mut self, details: Value) -> Self {
@@ -46,8 +51,12 @@ impl ApiError {
 
     pub fn already_exists(group: &str, plural: &str, name: &str) -> Self {
         let res = qualified(group, plural);
-        Self::new(409, "AlreadyExists", format!("{res} \"{name}\" already exists"))
-            .with_details(json!({"name": name, "group": group, "kind": plural}))
+        Self::new(
+            409,
+            "AlreadyExists",
+            format!("{res} \"{name}\" already exists"),
+        )
+        .with_details(json!({"name": name, "group": group, "kind": plural}))
     }
 
     pub fn conflict(group: &str, plural: &str, name: &str, why: &str) -> Self {
@@ -62,15 +71,27 @@ impl ApiError {
 
     /// 422 with the apiserver's message shape: `Kind.group "name" is invalid: [a, b]`.
     pub fn invalid(group: &str, kind: &str, name: &str, causes: Vec<Cause>) -> Self {
-        let gk = if group.is_empty() { kind.to_string() } else { format!("{kind}.{group}") };
+        let gk = if group.is_empty() {
+            kind.to_string()
+        } else {
+            format!("{kind}.{group}")
+        };
         let msgs: Vec<String> = causes.iter().map(|c| c.message.clone()).collect();
-        let joined = if msgs.len() == 1 { msgs[0].clone() } else { format!("[{}]", msgs.join(", ")) };
+        let joined = if msgs.len() == 1 {
+            msgs[0].clone()
+        } else {
+            format!("[{}]", msgs.join(", "))
+        };
         let causes_json: Vec<Value> = causes
             .iter()
             .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
             .collect();
-        Self::new(422, "Invalid", format!("{gk} \"{name}\" is invalid: {joined}"))
-            .with_details(json!({"name": name, "group": group, "kind": kind, "causes": causes_json}))
+        Self::new(
+            422,
+            "Invalid",
+            format!("{gk} \"{name}\" is invalid: {joined}"),
+        )
+        .with_details(json!({"name": name, "group": group, "kind": kind, "causes": causes_json}))
     }
 
     pub fn method_not_allowed(message: impl Into<String>) -> Self {
@@ -78,7 +99,13 @@ impl ApiError {
     }
 
     pub fn unsupported_media_type(content_type: &str) -> Self {
-        Self::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf (got {content_type})"))
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf (got {content_type})"
+            ),
+        )
     }
 
     pub fn gone(message: impl Into<String>) -> Self {
@@ -112,35 +139,52 @@ impl ApiError {
 }
 
 fn qualified(group: &str, plural: &str) -> String {
-    if group.is_empty() { plural.to_string() } else { format!("{plural}.{group}") }
+    if group.is_empty() {
+        plural.to_string()
+    } else {
+        format!("{plural}.{group}")
+    }
 }
 
 impl ApiError {
     /// 403 Forbidden, e.g. creating content in a terminating namespace.
     pub fn forbidden(group: &str, plural: &str, name: &str, message: impl Into<String>) -> Self {
-        Self::new(403, "Forbidden", message).with_details(json!({"name": name, "group": group, "kind": plural}))
+        Self::new(403, "Forbidden", message)
+            .with_details(json!({"name": name, "group": group, "kind": plural}))
     }
 
     /// 404 for a URL that names no served resource (message as the apiserver's mux).
     pub fn path_not_found() -> Self {
-        Self::new(404, "NotFound", "the server could not find the requested resource")
-            .with_details(json!({}))
+        Self::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
+        .with_details(json!({}))
     }
 
     /// 405 for a verb the resource does not support.
     pub fn verb_not_supported(verb: &str, group_resource: &str) -> Self {
-        Self::method_not_allowed(format!("{verb} is not supported on resources of kind \"{group_resource}\""))
+        Self::method_not_allowed(format!(
+            "{verb} is not supported on resources of kind \"{group_resource}\""
+        ))
     }
 
     /// 422 built from schema validation errors, messages as apimachinery's `field.Error`.
-    pub fn from_field_errors(group: &str, kind: &str, name: &str, errors: &[crate::schema::FieldError]) -> Self {
+    pub fn from_field_errors(
+        group: &str,
+        kind: &str,
+        name: &str,
+        errors: &[crate::schema::FieldError],
+    ) -> Self {
         let causes = errors.iter().map(cause_from_field_error).collect();
         Self::invalid(group, kind, name, causes)
     }
 
     /// 429 with an explicit `Retry-After`.
     pub fn too_many_requests_after(message: impl Into<String>, retry_after_seconds: u64) -> Self {
-        Self::new(429, "TooManyRequests", message).with_details(json!({"retryAfterSeconds": retry_after_seconds}))
+        Self::new(429, "TooManyRequests", message)
+            .with_details(json!({"retryAfterSeconds": retry_after_seconds}))
     }
 
     /// 504 Timeout (e.g. a watch or list that cannot be served in time).
@@ -156,7 +200,11 @@ impl ApiError {
 
 /// Maps a schema field error to a Status cause (message as apimachinery's `field.Error`).
 pub fn cause_from_field_error(e: &crate::schema::FieldError) -> Cause {
-    Cause { reason: e.reason().to_string(), message: e.message(), field: e.field.clone() }
+    Cause {
+        reason: e.reason().to_string(),
+        message: e.message(),
+        field: e.field.clone(),
+    }
 }
 
 #[cfg(test)]
@@ -176,14 +224,31 @@ mod tests {
             cause_from_field_error(&e).message,
             "spec.type: Unsupported value: \"Foo\": supported values: \"Access\", \"Erasure\""
         );
-        let e = FieldError { field: "spec.subject".into(), kind: FieldErrorKind::Required, bad_value: None, detail: String::new() };
-        assert_eq!(cause_from_field_error(&e).message, "spec.subject: Required value");
-        let e = FieldError { field: "spec.x".into(), kind: FieldErrorKind::Invalid, bad_value: Some(json!("y")), detail: "detail".into() };
+        let e = FieldError {
+            field: "spec.subject".into(),
+            kind: FieldErrorKind::Required,
+            bad_value: None,
+            detail: String::new(),
+        };
+        assert_eq!(
+            cause_from_field_error(&e).message,
+            "spec.subject: Required value"
+        );
+        let e = FieldError {
+            field: "spec.x".into(),
+            kind: FieldErrorKind::Invalid,
+            bad_value: Some(json!("y")),
+            detail: "detail".into(),
+        };
         let c = cause_from_field_error(&e);
         assert_eq!(c.message, "spec.x: Invalid value: \"y\": detail");
         assert_eq!(c.reason, "FieldValueInvalid");
-        let err = ApiError::from_field_errors("privacy-operator.dev", "DataSubjectRequest", "x", &[e]);
+        let err =
+            ApiError::from_field_errors("privacy-operator.dev", "DataSubjectRequest", "x", &[e]);
         assert_eq!(err.code, 422);
-        assert_eq!(err.message, "DataSubjectRequest.privacy-operator.dev \"x\" is invalid: spec.x: Invalid value: \"y\": detail");
+        assert_eq!(
+            err.message,
+            "DataSubjectRequest.privacy-operator.dev \"x\" is invalid: spec.x: Invalid value: \"y\": detail"
+        );
     }
 }

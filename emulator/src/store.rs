@@ -24,7 +24,10 @@ pub struct ObjectKey {
 
 impl ObjectKey {
     pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        ObjectKey { namespace: namespace.into(), name: name.into() }
+        ObjectKey {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
     }
 
     /// The key of a stored object, from its metadata.
@@ -85,7 +88,12 @@ struct ResourceStore {
 impl ResourceStore {
     fn new(rv: u64) -> Self {
         let (notify, _) = watch::channel(rv);
-        ResourceStore { objects: BTreeMap::new(), history: VecDeque::new(), oldest_valid_rv: 0, notify }
+        ResourceStore {
+            objects: BTreeMap::new(),
+            history: VecDeque::new(),
+            oldest_valid_rv: 0,
+            notify,
+        }
     }
 }
 
@@ -133,7 +141,9 @@ impl State {
     /// Creates the store of a resource if it does not exist yet.
     pub fn ensure_store(&mut self, gr: &GroupResource) {
         let rv = self.rv;
-        self.stores.entry(gr.clone()).or_insert_with(|| ResourceStore::new(rv));
+        self.stores
+            .entry(gr.clone())
+            .or_insert_with(|| ResourceStore::new(rv));
     }
 
     /// Drops a resource store and its objects (CRD removed). Open watches end because
@@ -141,7 +151,10 @@ impl State {
     pub fn drop_store(&mut self, gr: &GroupResource) {
         if let Some(store) = self.stores.remove(gr) {
             for (key, obj) in store.objects {
-                let r = ObjRef { gr: gr.clone(), key };
+                let r = ObjRef {
+                    gr: gr.clone(),
+                    key,
+                };
                 self.unindex(&r, &obj);
             }
         }
@@ -161,10 +174,20 @@ impl State {
 
     /// Objects of a resource in key order, in one namespace (`Some`) or all (`None`),
     /// strictly after `after` when given (pagination).
-    pub fn list(&self, gr: &GroupResource, namespace: Option<&str>, after: Option<&ObjectKey>) -> Vec<Arc<Value>> {
-        let Some(store) = self.stores.get(gr) else { return Vec::new() };
+    pub fn list(
+        &self,
+        gr: &GroupResource,
+        namespace: Option<&str>,
+        after: Option<&ObjectKey>,
+    ) -> Vec<Arc<Value>> {
+        let Some(store) = self.stores.get(gr) else {
+            return Vec::new();
+        };
         let iter: Box<dyn Iterator<Item = (&ObjectKey, &Arc<Value>)>> = match after {
-            Some(a) => Box::new(store.objects.range((std::ops::Bound::Excluded(a.clone()), std::ops::Bound::Unbounded))),
+            Some(a) => Box::new(store.objects.range((
+                std::ops::Bound::Excluded(a.clone()),
+                std::ops::Bound::Unbounded,
+            ))),
             None => match namespace {
                 Some(ns) => Box::new(store.objects.range(ObjectKey::new(ns, "")..)),
                 None => Box::new(store.objects.iter()),
@@ -182,10 +205,16 @@ impl State {
 
     /// Number of objects in a resource (optionally one namespace).
     pub fn count(&self, gr: &GroupResource, namespace: Option<&str>) -> usize {
-        let Some(store) = self.stores.get(gr) else { return 0 };
+        let Some(store) = self.stores.get(gr) else {
+            return 0;
+        };
         match namespace {
             None => store.objects.len(),
-            Some(ns) => store.objects.range(ObjectKey::new(ns, "")..).take_while(|(k, _)| k.namespace == ns).count(),
+            Some(ns) => store
+                .objects
+                .range(ObjectKey::new(ns, "")..)
+                .take_while(|(k, _)| k.namespace == ns)
+                .count(),
         }
     }
 
@@ -194,7 +223,12 @@ impl State {
         let mut out: Vec<GroupResource> = self
             .stores
             .iter()
-            .filter(|(_, s)| s.objects.range(ObjectKey::new(namespace, "")..).next().is_some_and(|(k, _)| k.namespace == namespace))
+            .filter(|(_, s)| {
+                s.objects
+                    .range(ObjectKey::new(namespace, "")..)
+                    .next()
+                    .is_some_and(|(k, _)| k.namespace == namespace)
+            })
             .map(|(gr, _)| gr.clone())
             .collect();
         out.sort();
@@ -209,34 +243,65 @@ impl State {
         set_resource_version(&mut obj, rv);
         let key = ObjectKey::of(&obj);
         let obj = Arc::new(obj);
-        let r = ObjRef { gr: gr.clone(), key: key.clone() };
-        let prev = self.stores.get_mut(gr).and_then(|s| s.objects.insert(key, obj.clone()));
+        let r = ObjRef {
+            gr: gr.clone(),
+            key: key.clone(),
+        };
+        let prev = self
+            .stores
+            .get_mut(gr)
+            .and_then(|s| s.objects.insert(key, obj.clone()));
         if let Some(p) = &prev {
             self.unindex(&r, p);
         }
         self.index(&r, &obj);
-        let kind = if prev.is_some() { EventType::Modified } else { EventType::Added };
-        self.record(gr, HistoryEvent { rv, kind, object: obj.clone(), prev });
+        let kind = if prev.is_some() {
+            EventType::Modified
+        } else {
+            EventType::Added
+        };
+        self.record(
+            gr,
+            HistoryEvent {
+                rv,
+                kind,
+                object: obj.clone(),
+                prev,
+            },
+        );
         obj
     }
 
     /// Removes an object; the DELETED event carries it with a fresh resourceVersion.
     pub fn remove(&mut self, gr: &GroupResource, key: &ObjectKey) -> Option<Arc<Value>> {
         let old = self.stores.get_mut(gr)?.objects.remove(key)?;
-        let r = ObjRef { gr: gr.clone(), key: key.clone() };
+        let r = ObjRef {
+            gr: gr.clone(),
+            key: key.clone(),
+        };
         self.unindex(&r, &old);
         self.rv += 1;
         let rv = self.rv;
         let mut gone = (*old).clone();
         set_resource_version(&mut gone, rv);
         let gone = Arc::new(gone);
-        self.record(gr, HistoryEvent { rv, kind: EventType::Deleted, object: gone.clone(), prev: Some(old) });
+        self.record(
+            gr,
+            HistoryEvent {
+                rv,
+                kind: EventType::Deleted,
+                object: gone.clone(),
+                prev: Some(old),
+            },
+        );
         Some(gone)
     }
 
     fn record(&mut self, gr: &GroupResource, ev: HistoryEvent) {
         let cap = self.history_capacity;
-        let Some(store) = self.stores.get_mut(gr) else { return };
+        let Some(store) = self.stores.get_mut(gr) else {
+            return;
+        };
         let rv = ev.rv;
         store.history.push_back(ev);
         while store.history.len() > cap {
@@ -279,14 +344,25 @@ impl State {
 
     /// Objects listing `uid` among their ownerReferences.
     pub fn dependents_of(&self, uid: &str) -> Vec<ObjRef> {
-        self.dependents.get(uid).map(|s| s.iter().cloned().collect()).unwrap_or_default()
+        self.dependents
+            .get(uid)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// History events of a resource after `since`, or `Expired` when some were evicted.
-    pub fn events_since(&self, gr: &GroupResource, since: u64) -> Result<Vec<HistoryEvent>, Expired> {
-        let Some(store) = self.stores.get(gr) else { return Ok(Vec::new()) };
+    pub fn events_since(
+        &self,
+        gr: &GroupResource,
+        since: u64,
+    ) -> Result<Vec<HistoryEvent>, Expired> {
+        let Some(store) = self.stores.get(gr) else {
+            return Ok(Vec::new());
+        };
         if since < store.oldest_valid_rv {
-            return Err(Expired { oldest: store.oldest_valid_rv });
+            return Err(Expired {
+                oldest: store.oldest_valid_rv,
+            });
         }
         let start = store.history.partition_point(|e| e.rv <= since);
         Ok(store.history.range(start..).cloned().collect())
@@ -295,7 +371,9 @@ impl State {
     /// Fails when resuming a resource from `rv` is no longer possible.
     pub fn check_resumable(&self, gr: &GroupResource, rv: u64) -> Result<(), Expired> {
         match self.stores.get(gr) {
-            Some(s) if rv < s.oldest_valid_rv => Err(Expired { oldest: s.oldest_valid_rv }),
+            Some(s) if rv < s.oldest_valid_rv => Err(Expired {
+                oldest: s.oldest_valid_rv,
+            }),
             _ => Ok(()),
         }
     }
@@ -331,14 +409,22 @@ fn set_resource_version(obj: &mut Value, rv: u64) {
 
 /// `metadata.<field>` as a string, empty when absent.
 pub fn meta_str<'a>(obj: &'a Value, field: &str) -> &'a str {
-    obj.get("metadata").and_then(|m| m.get(field)).and_then(Value::as_str).unwrap_or("")
+    obj.get("metadata")
+        .and_then(|m| m.get(field))
+        .and_then(Value::as_str)
+        .unwrap_or("")
 }
 
 /// Uids of every ownerReference of an object.
 pub fn owner_uids(obj: &Value) -> Vec<String> {
     obj.pointer("/metadata/ownerReferences")
         .and_then(Value::as_array)
-        .map(|refs| refs.iter().filter_map(|r| r.get("uid").and_then(Value::as_str)).map(str::to_string).collect())
+        .map(|refs| {
+            refs.iter()
+                .filter_map(|r| r.get("uid").and_then(Value::as_str))
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default()
 }
 

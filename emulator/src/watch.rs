@@ -50,10 +50,17 @@ pub struct WatchContext {
 }
 
 /// Validates the request and starts the stream task; the receiver yields encoded lines.
-pub fn start(ctx: WatchContext, info: Arc<ResourceInfo>, req: WatchRequest) -> Result<mpsc::Receiver<Bytes>, ApiError> {
+pub fn start(
+    ctx: WatchContext,
+    info: Arc<ResourceInfo>,
+    req: WatchRequest,
+) -> Result<mpsc::Receiver<Bytes>, ApiError> {
     let start_rv = match req.resource_version.as_deref() {
         None | Some("") | Some("0") => None,
-        Some(s) => Some(s.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid resource version: {s:?}")))?),
+        Some(s) => Some(
+            s.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid resource version: {s:?}")))?,
+        ),
     };
     let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
     tokio::spawn(run(ctx, info, req, start_rv, tx));
@@ -111,7 +118,7 @@ impl Stream {
             return false;
         }
         self.sent += 1;
-        !self.drop_after.is_some_and(|n| self.sent >= n)
+        self.drop_after.is_none_or(|n| self.sent < n)
     }
 
     async fn send_bookmark(&mut self, rv: u64, initial_end: bool) -> bool {
@@ -124,7 +131,8 @@ impl Stream {
     }
 
     async fn send_gone(&mut self, requested: u64, oldest: u64) {
-        let status = ApiError::gone(format!("too old resource version: {requested} ({oldest})")).to_status();
+        let status =
+            ApiError::gone(format!("too old resource version: {requested} ({oldest})")).to_status();
         let _ = self.tx.send(encode("ERROR", &status)).await;
     }
 }
@@ -140,7 +148,13 @@ fn encode(kind: &str, obj: &Value) -> Bytes {
     Bytes::from(out)
 }
 
-async fn run(ctx: WatchContext, info: Arc<ResourceInfo>, req: WatchRequest, start_rv: Option<u64>, tx: mpsc::Sender<Bytes>) {
+async fn run(
+    ctx: WatchContext,
+    info: Arc<ResourceInfo>,
+    req: WatchRequest,
+    start_rv: Option<u64>,
+    tx: mpsc::Sender<Bytes>,
+) {
     let gr = info.group_resource_key();
     let mut drops = ctx.faults.subscribe_drops();
     drops.borrow_and_update();
@@ -152,16 +166,28 @@ async fn run(ctx: WatchContext, info: Arc<ResourceInfo>, req: WatchRequest, star
     let deadline = tokio::time::Instant::now() + timeout;
     let drop_after = ctx.faults.drop_after_events();
     let send_initial = req.send_initial_events.unwrap_or(start_rv.is_none());
-    let mut s = Stream { info, req, tx, sent: 0, drop_after };
+    let mut s = Stream {
+        info,
+        req,
+        tx,
+        sent: 0,
+        drop_after,
+    };
 
     // Initial state (synthetic ADDED) or a resume point, read atomically with the RV.
     let start = {
         let state = ctx.core.store.lock();
-        let Some(changes) = state.subscribe(&gr) else { return };
+        let Some(changes) = state.subscribe(&gr) else {
+            return;
+        };
         let current = state.current_rv();
         if send_initial {
             let ns = s.req.namespace.as_deref();
-            let objs: Vec<Arc<Value>> = state.list(&gr, ns, None).into_iter().filter(|o| s.visible(o)).collect();
+            let objs: Vec<Arc<Value>> = state
+                .list(&gr, ns, None)
+                .into_iter()
+                .filter(|o| s.visible(o))
+                .collect();
             Ok((objs, current, changes))
         } else {
             let rv = start_rv.unwrap_or(current);
@@ -183,11 +209,17 @@ async fn run(ctx: WatchContext, info: Arc<ResourceInfo>, req: WatchRequest, star
             return;
         }
     }
-    if s.req.send_initial_events == Some(true) && s.req.allow_bookmarks && !s.send_bookmark(pos, true).await {
+    if s.req.send_initial_events == Some(true)
+        && s.req.allow_bookmarks
+        && !s.send_bookmark(pos, true).await
+    {
         return;
     }
 
-    let mut bookmarks = tokio::time::interval_at(tokio::time::Instant::now() + ctx.bookmark_interval, ctx.bookmark_interval);
+    let mut bookmarks = tokio::time::interval_at(
+        tokio::time::Instant::now() + ctx.bookmark_interval,
+        ctx.bookmark_interval,
+    );
     bookmarks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut safe_rv = pos;
     loop {
@@ -245,11 +277,22 @@ mod tests {
     fn ctx(core: Arc<Core>) -> (WatchContext, watch::Sender<bool>) {
         let (tx, rx) = watch::channel(false);
         let faults = Arc::new(Faults::new(core.clone()));
-        (WatchContext { core, faults, shutdown: rx, bookmark_interval: Duration::from_millis(50) }, tx)
+        (
+            WatchContext {
+                core,
+                faults,
+                shutdown: rx,
+                bookmark_interval: Duration::from_millis(50),
+            },
+            tx,
+        )
     }
 
     async fn next(rx: &mut mpsc::Receiver<Bytes>) -> Value {
-        let line = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
+        let line = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
         serde_json::from_slice(&line).unwrap()
     }
 
@@ -258,22 +301,35 @@ mod tests {
         let core = Arc::new(Core::new(100));
         let info = core.lookup("", "v1", "configmaps").unwrap();
         let p = WriteParams::default();
-        core.create(&info, Some("default"), json!({"metadata": {"name": "a", "labels": {"x": "1"}}}), &p).unwrap();
+        core.create(
+            &info,
+            Some("default"),
+            json!({"metadata": {"name": "a", "labels": {"x": "1"}}}),
+            &p,
+        )
+        .unwrap();
         let (c, _sd) = ctx(core.clone());
-        let req = WatchRequest { labels: LabelSelector::parse("x=1").unwrap(), ..Default::default() };
+        let req = WatchRequest {
+            labels: LabelSelector::parse("x=1").unwrap(),
+            ..Default::default()
+        };
         let mut rx = start(c.clone(), info.clone(), req).unwrap();
         assert_eq!(next(&mut rx).await["type"], "ADDED");
         // Relabel so it stops matching: DELETED for this watcher.
         let cur = core.get(&info, "default", "a").unwrap();
         let mut o = (*cur).clone();
         o["metadata"]["labels"]["x"] = json!("2");
-        core.update(&info, Some("default"), "a", o, &p, Subresource::Main).unwrap();
+        core.update(&info, Some("default"), "a", o, &p, Subresource::Main)
+            .unwrap();
         let ev = next(&mut rx).await;
         assert_eq!(ev["type"], "DELETED");
 
         // Resume from an old RV after history expiry: ERROR 410.
         core.store.lock().expire_history();
-        let req = WatchRequest { resource_version: Some("2".into()), ..Default::default() };
+        let req = WatchRequest {
+            resource_version: Some("2".into()),
+            ..Default::default()
+        };
         let mut rx = start(c, info, req).unwrap();
         let ev = next(&mut rx).await;
         assert_eq!(ev["type"], "ERROR");
@@ -286,14 +342,22 @@ mod tests {
         let core = Arc::new(Core::new(100));
         let info = core.lookup("", "v1", "namespaces").unwrap();
         let (c, shutdown) = ctx(core);
-        let req = WatchRequest { send_initial_events: Some(true), allow_bookmarks: true, resource_version: Some("".into()), ..Default::default() };
+        let req = WatchRequest {
+            send_initial_events: Some(true),
+            allow_bookmarks: true,
+            resource_version: Some("".into()),
+            ..Default::default()
+        };
         let mut rx = start(c, info, req).unwrap();
         for _ in 0..4 {
             assert_eq!(next(&mut rx).await["type"], "ADDED");
         }
         let bm = next(&mut rx).await;
         assert_eq!(bm["type"], "BOOKMARK");
-        assert_eq!(bm["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"], "true");
+        assert_eq!(
+            bm["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"],
+            "true"
+        );
         let bm = next(&mut rx).await;
         assert_eq!(bm["type"], "BOOKMARK");
         shutdown.send_replace(true);

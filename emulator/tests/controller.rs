@@ -35,12 +35,23 @@ async fn reconcile(w: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action, Recon
         "metadata": {"name": format!("{name}-mirror"), "ownerReferences": [owner]},
         "data": {"size": w.data["spec"]["size"].to_string()},
     });
-    cms.patch(&format!("{name}-mirror"), &PatchParams::apply("widget-controller").force(), &Patch::Apply(cm)).await?;
+    cms.patch(
+        &format!("{name}-mirror"),
+        &PatchParams::apply("widget-controller").force(),
+        &Patch::Apply(cm),
+    )
+    .await?;
     let widgets: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &ns, &ar);
     let generation = w.metadata.generation.unwrap_or_default();
     if w.data["status"]["observedGeneration"].as_i64() != Some(generation) {
         widgets
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Ready", "observedGeneration": generation}})))
+            .patch_status(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(
+                    json!({"status": {"phase": "Ready", "observedGeneration": generation}}),
+                ),
+            )
             .await?;
     }
     Ok(Action::await_change())
@@ -61,16 +72,37 @@ async fn controller_converges_through_faults() {
 
     let controller = Controller::new_with(widgets.clone(), watcher::Config::default(), ar.clone())
         .owns_with(cms.clone(), (), watcher::Config::default())
-        .run(reconcile, error_policy, Arc::new(Ctx { client: client.clone() }))
+        .run(
+            reconcile,
+            error_policy,
+            Arc::new(Ctx {
+                client: client.clone(),
+            }),
+        )
         .for_each(|_| async {});
     let task = tokio::spawn(controller);
 
     // A third of writes fail, deterministically; Conflicts and 429s too.
     let faults = emu.faults();
     faults.set_seed(7);
-    faults.add_rule(FaultRule::new(FaultKind::InternalError).probability(0.2).writes_only());
-    faults.add_rule(FaultRule::new(FaultKind::Conflict).probability(0.1).writes_only().resource("widgets.example.com"));
-    faults.add_rule(FaultRule::new(FaultKind::TooManyRequests { retry_after_seconds: 0 }).every_nth(7).writes_only());
+    faults.add_rule(
+        FaultRule::new(FaultKind::InternalError)
+            .probability(0.2)
+            .writes_only(),
+    );
+    faults.add_rule(
+        FaultRule::new(FaultKind::Conflict)
+            .probability(0.1)
+            .writes_only()
+            .resource("widgets.example.com"),
+    );
+    faults.add_rule(
+        FaultRule::new(FaultKind::TooManyRequests {
+            retry_after_seconds: 0,
+        })
+        .every_nth(7)
+        .writes_only(),
+    );
 
     for i in 0..5 {
         let w: DynamicObject = serde_json::from_value(json!({
@@ -106,17 +138,32 @@ async fn controller_converges_through_faults() {
         }
     };
     // Reads can fail too (20% of writes only, but be tolerant): retry via wait_for.
-    common::wait_for("all widgets reconciled", Duration::from_secs(30), || all_ready(None)).await;
+    common::wait_for("all widgets reconciled", Duration::from_secs(30), || {
+        all_ready(None)
+    })
+    .await;
 
     // A spec change bumps generation; the controller catches up despite history expiry.
     for i in 0..5 {
-        let cur = emu.core().get(&emu.core().lookup("example.com", "v1", "widgets").unwrap(), "default", &format!("w{i}")).unwrap();
+        let cur = emu
+            .core()
+            .get(
+                &emu.core().lookup("example.com", "v1", "widgets").unwrap(),
+                "default",
+                &format!("w{i}"),
+            )
+            .unwrap();
         let mut next = (*cur).clone();
         next["spec"]["size"] = json!(42);
         emu.create_or_replace(next).unwrap();
     }
     faults.expire_history();
-    common::wait_for("widgets reconciled after spec change", Duration::from_secs(30), || all_ready(Some(42))).await;
+    common::wait_for(
+        "widgets reconciled after spec change",
+        Duration::from_secs(30),
+        || all_ready(Some(42)),
+    )
+    .await;
     assert!(faults.injected() > 0, "faults were injected");
 
     // Deleting a widget garbage-collects its mirror.

@@ -12,24 +12,48 @@ use kube::runtime::{WatchStreamExt, reflector, watcher};
 use serde_json::json;
 
 fn cm(name: &str, labels: serde_json::Value) -> ConfigMap {
-    serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}, "data": {"v": "0"}})).unwrap()
+    serde_json::from_value(
+        json!({"metadata": {"name": name, "labels": labels}, "data": {"v": "0"}}),
+    )
+    .unwrap()
 }
 
-async fn next_event(stream: &mut (impl futures::Stream<Item = kube::Result<WatchEvent<ConfigMap>>> + Unpin)) -> WatchEvent<ConfigMap> {
-    tokio::time::timeout(Duration::from_secs(10), stream.next()).await.expect("event within 10s").expect("stream open").expect("event decodes")
+async fn next_event(
+    stream: &mut (impl futures::Stream<Item = kube::Result<WatchEvent<ConfigMap>>> + Unpin),
+) -> WatchEvent<ConfigMap> {
+    tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("event within 10s")
+        .expect("stream open")
+        .expect("event decodes")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_watch_resume_bookmarks_and_gone() {
     let emu = common::start().await;
     let cms: Api<ConfigMap> = Api::namespaced(common::client(&emu), "default");
-    let a = cms.create(&PostParams::default(), &cm("a", json!({}))).await.unwrap();
+    let a = cms
+        .create(&PostParams::default(), &cm("a", json!({})))
+        .await
+        .unwrap();
     let rv_a = a.metadata.resource_version.clone().unwrap();
-    cms.patch("a", &PatchParams::default(), &Patch::Merge(json!({"data": {"v": "1"}}))).await.unwrap();
-    cms.create(&PostParams::default(), &cm("b", json!({}))).await.unwrap();
+    cms.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"v": "1"}})),
+    )
+    .await
+    .unwrap();
+    cms.create(&PostParams::default(), &cm("b", json!({})))
+        .await
+        .unwrap();
 
     // Resume after the create of `a`: the modification and `b` follow, then bookmarks.
-    let mut stream = cms.watch(&WatchParams::default(), &rv_a).await.unwrap().boxed();
+    let mut stream = cms
+        .watch(&WatchParams::default(), &rv_a)
+        .await
+        .unwrap()
+        .boxed();
     match next_event(&mut stream).await {
         WatchEvent::Modified(o) => assert_eq!(o.data.unwrap()["v"], "1"),
         other => panic!("expected MODIFIED, got {other:?}"),
@@ -39,7 +63,10 @@ async fn raw_watch_resume_bookmarks_and_gone() {
         other => panic!("expected ADDED, got {other:?}"),
     }
     cms.delete("a", &Default::default()).await.unwrap();
-    assert!(matches!(next_event(&mut stream).await, WatchEvent::Deleted(_)));
+    assert!(matches!(
+        next_event(&mut stream).await,
+        WatchEvent::Deleted(_)
+    ));
     loop {
         if let WatchEvent::Bookmark(bm) = next_event(&mut stream).await {
             assert!(!bm.metadata.resource_version.is_empty());
@@ -48,7 +75,11 @@ async fn raw_watch_resume_bookmarks_and_gone() {
     }
 
     // RV "0": synthetic ADDED for the current state.
-    let mut from_zero = cms.watch(&WatchParams::default(), "0").await.unwrap().boxed();
+    let mut from_zero = cms
+        .watch(&WatchParams::default(), "0")
+        .await
+        .unwrap()
+        .boxed();
     match next_event(&mut from_zero).await {
         WatchEvent::Added(o) => assert_eq!(o.metadata.name.as_deref(), Some("b")),
         other => panic!("expected ADDED, got {other:?}"),
@@ -56,7 +87,11 @@ async fn raw_watch_resume_bookmarks_and_gone() {
 
     // Once history is gone, resuming from the old RV is an ERROR event with 410 Expired.
     emu.faults().expire_history();
-    let mut expired = cms.watch(&WatchParams::default(), &rv_a).await.unwrap().boxed();
+    let mut expired = cms
+        .watch(&WatchParams::default(), &rv_a)
+        .await
+        .unwrap()
+        .boxed();
     match next_event(&mut expired).await {
         WatchEvent::Error(e) => {
             assert_eq!(e.code, 410);
@@ -71,7 +106,10 @@ async fn raw_watch_resume_bookmarks_and_gone() {
         }
     })
     .await;
-    assert!(ended.is_ok(), "watch stream should end after expire_history");
+    assert!(
+        ended.is_ok(),
+        "watch stream should end after expire_history"
+    );
     emu.shutdown().await;
 }
 
@@ -79,16 +117,40 @@ async fn raw_watch_resume_bookmarks_and_gone() {
 async fn selector_watch_turns_leaving_objects_into_deleted() {
     let emu = common::start().await;
     let cms: Api<ConfigMap> = Api::namespaced(common::client(&emu), "default");
-    cms.create(&PostParams::default(), &cm("x", json!({"team": "a"}))).await.unwrap();
-    let mut stream = cms.watch(&WatchParams::default().labels("team=a"), "0").await.unwrap().boxed();
-    assert!(matches!(next_event(&mut stream).await, WatchEvent::Added(_)));
-    cms.patch("x", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"team": "b"}}}))).await.unwrap();
+    cms.create(&PostParams::default(), &cm("x", json!({"team": "a"})))
+        .await
+        .unwrap();
+    let mut stream = cms
+        .watch(&WatchParams::default().labels("team=a"), "0")
+        .await
+        .unwrap()
+        .boxed();
+    assert!(matches!(
+        next_event(&mut stream).await,
+        WatchEvent::Added(_)
+    ));
+    cms.patch(
+        "x",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"team": "b"}}})),
+    )
+    .await
+    .unwrap();
     match next_event(&mut stream).await {
         WatchEvent::Deleted(o) => assert_eq!(o.metadata.labels.unwrap()["team"], "b"),
         other => panic!("expected DELETED, got {other:?}"),
     }
-    cms.patch("x", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"team": "a"}}}))).await.unwrap();
-    assert!(matches!(next_event(&mut stream).await, WatchEvent::Added(_)));
+    cms.patch(
+        "x",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"team": "a"}}})),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        next_event(&mut stream).await,
+        WatchEvent::Added(_)
+    ));
     emu.shutdown().await;
 }
 
@@ -98,20 +160,27 @@ async fn reflector_survives_faults(config: watcher::Config) {
     let emu = common::start().await;
     let cms: Api<ConfigMap> = Api::namespaced(common::client(&emu), "default");
     let (reader, writer) = reflector::store();
-    let stream = reflector(writer, watcher(cms.clone(), config).default_backoff()).touched_objects();
+    let stream =
+        reflector(writer, watcher(cms.clone(), config).default_backoff()).touched_objects();
     let task = tokio::spawn(async move {
         let mut s = std::pin::pin!(stream);
         // Errors (410, dropped streams) are reported and the watcher recovers by itself.
         while s.next().await.is_some() {}
     });
     let names = |r: reflector::Store<ConfigMap>| {
-        let mut n: Vec<String> = r.state().iter().filter_map(|c| c.metadata.name.clone()).collect();
+        let mut n: Vec<String> = r
+            .state()
+            .iter()
+            .filter_map(|c| c.metadata.name.clone())
+            .collect();
         n.sort();
         n
     };
 
     for i in 0..3 {
-        cms.create(&PostParams::default(), &cm(&format!("c{i}"), json!({}))).await.unwrap();
+        cms.create(&PostParams::default(), &cm(&format!("c{i}"), json!({})))
+            .await
+            .unwrap();
     }
     common::wait_for("3 objects cached", Duration::from_secs(10), || {
         let r = reader.clone();
@@ -123,7 +192,9 @@ async fn reflector_survives_faults(config: watcher::Config) {
     // gets 410 and it must re-list to see the deletion and the new object.
     emu.faults().expire_history();
     cms.delete("c0", &Default::default()).await.unwrap();
-    cms.create(&PostParams::default(), &cm("c9", json!({}))).await.unwrap();
+    cms.create(&PostParams::default(), &cm("c9", json!({})))
+        .await
+        .unwrap();
     emu.faults().expire_history();
     common::wait_for("cache converged after 410", Duration::from_secs(15), || {
         let r = reader.clone();
@@ -134,15 +205,31 @@ async fn reflector_survives_faults(config: watcher::Config) {
     // Streams dropped after every 2 events still converge.
     emu.faults().drop_watches_after(Some(2));
     for i in 10..16 {
-        cms.create(&PostParams::default(), &cm(&format!("c{i}"), json!({}))).await.unwrap();
+        cms.create(&PostParams::default(), &cm(&format!("c{i}"), json!({})))
+            .await
+            .unwrap();
     }
-    common::wait_for("cache converged with dropping watches", Duration::from_secs(15), || {
-        let r = reader.clone();
-        async move { (names(r).len() == 9).then_some(()) }
-    })
+    common::wait_for(
+        "cache converged with dropping watches",
+        Duration::from_secs(15),
+        || {
+            let r = reader.clone();
+            async move { (names(r).len() == 9).then_some(()) }
+        },
+    )
     .await;
-    let lists = emu.request_log().entries().iter().filter(|r| r.verb == "list" || (r.verb == "watch" && r.query.contains("sendInitialEvents=true"))).count();
-    assert!(lists >= 2, "the watcher should have re-listed after 410, saw {lists} lists");
+    let lists = emu
+        .request_log()
+        .entries()
+        .iter()
+        .filter(|r| {
+            r.verb == "list" || (r.verb == "watch" && r.query.contains("sendInitialEvents=true"))
+        })
+        .count();
+    assert!(
+        lists >= 2,
+        "the watcher should have re-listed after 410, saw {lists} lists"
+    );
     task.abort();
     emu.shutdown().await;
 }
@@ -161,18 +248,30 @@ async fn streaming_list_watcher_relists_after_gone() {
 async fn list_resource_version_semantics() {
     let emu = common::start().await;
     let cms: Api<ConfigMap> = Api::namespaced(common::client(&emu), "default");
-    let a = cms.create(&PostParams::default(), &cm("a", json!({}))).await.unwrap();
+    let a = cms
+        .create(&PostParams::default(), &cm("a", json!({})))
+        .await
+        .unwrap();
     let list = cms.list(&ListParams::default().match_any()).await.unwrap();
     let list_rv: u64 = list.metadata.resource_version.unwrap().parse().unwrap();
     let a_rv: u64 = a.metadata.resource_version.unwrap().parse().unwrap();
     assert!(list_rv >= a_rv);
     // NotOlderThan an RV we handed out: served.
-    let again = cms.list(&ListParams::default().at(&a_rv.to_string())).await.unwrap();
+    let again = cms
+        .list(&ListParams::default().at(&a_rv.to_string()))
+        .await
+        .unwrap();
     assert_eq!(again.items.len(), 1);
     // Exact at an RV whose history is gone: 410 Expired.
-    cms.create(&PostParams::default(), &cm("b", json!({}))).await.unwrap();
+    cms.create(&PostParams::default(), &cm("b", json!({})))
+        .await
+        .unwrap();
     emu.faults().expire_history();
-    let exact = ListParams { resource_version: Some(a_rv.to_string()), version_match: Some(kube::api::VersionMatch::Exact), ..Default::default() };
+    let exact = ListParams {
+        resource_version: Some(a_rv.to_string()),
+        version_match: Some(kube::api::VersionMatch::Exact),
+        ..Default::default()
+    };
     let err = common::api_err(cms.list(&exact).await.unwrap_err());
     assert_eq!((err.code, err.reason.as_str()), (410, "Expired"));
     emu.shutdown().await;
