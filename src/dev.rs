@@ -14,6 +14,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
     })?;
     let handle = Emulator::builder()
         .listen_addr(args.listen)
+        .data_dir(&args.data_dir)
         .start()
         .await
         .map_err(|source| Error::Io {

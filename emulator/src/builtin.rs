@@ -456,7 +456,10 @@ pub fn from_storage(info: &ResourceInfo, obj: &Value) -> Option<Value> {
 
 /// Parses a field selector for `info`, mapping field labels to the stored object's paths
 /// (events.k8s.io `regarding.*` to `involvedObject.*`, core `source` to `source.component`).
-pub fn field_selector(info: &ResourceInfo, raw: &str) -> Result<crate::selectors::FieldSelector, crate::status::ApiError> {
+pub fn field_selector(
+    info: &ResourceInfo,
+    raw: &str,
+) -> Result<crate::selectors::FieldSelector, crate::status::ApiError> {
     let mut sel = crate::selectors::FieldSelector::parse(raw, field_selector_fields(info))?;
     for r in &mut sel.requirements {
         if is_events_v1(info) {
@@ -1006,10 +1009,16 @@ mod tests {
 
     #[test]
     fn events_v1_round_trip_through_core_storage() {
-        let info = resources().into_iter().find(|r| r.group == "events.k8s.io").unwrap();
+        let info = resources()
+            .into_iter()
+            .find(|r| r.group == "events.k8s.io")
+            .unwrap();
         let mut e = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "regarding": {"name": "x"}, "note": "hi", "reportingController": "c"});
         to_storage(&info, &mut e);
-        assert_eq!(e, json!({"apiVersion": "v1", "kind": "Event", "involvedObject": {"name": "x"}, "message": "hi", "reportingComponent": "c"}));
+        assert_eq!(
+            e,
+            json!({"apiVersion": "v1", "kind": "Event", "involvedObject": {"name": "x"}, "message": "hi", "reportingComponent": "c"})
+        );
         let back = from_storage(&info, &e).unwrap();
         assert_eq!(back["regarding"]["name"], "x");
         assert_eq!(back["apiVersion"], "events.k8s.io/v1");

@@ -22,6 +22,7 @@ pub mod meta;
 pub mod ops;
 pub mod patch;
 pub mod patch_meta;
+pub mod persist;
 pub mod protobuf;
 pub mod protobuf_json;
 pub mod resource;
@@ -89,8 +90,9 @@ impl EmulatorBuilder {
         self
     }
 
-    /// Directory for persisted state. Not used yet: state is in memory only.
-    // TODO: persist objects and the resourceVersion counter here for `privacy-operator dev`.
+    /// Directory where the state is persisted (`emulator-state.json`): loaded at start,
+    /// saved about once a second after changes and at shutdown. Without it the state lives in
+    /// memory only.
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.data_dir = Some(dir.into());
         self
@@ -114,6 +116,9 @@ impl EmulatorBuilder {
         let listener = tokio::net::TcpListener::bind(self.listen).await?;
         let addr = listener.local_addr()?;
         let core = Arc::new(Core::new(self.history_capacity));
+        if let Some(dir) = &self.data_dir {
+            persist::load(&core, dir)?;
+        }
         let faults = Arc::new(Faults::new(core.clone()));
         let log = Arc::new(RequestLog::new(self.request_log_capacity));
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
@@ -125,7 +130,16 @@ impl EmulatorBuilder {
             bookmark_interval: self.bookmark_interval,
             addr,
         });
-        let task = tokio::spawn(server::serve(listener, shared));
+        let server = tokio::spawn(server::serve(listener, shared));
+        let task = match self.data_dir.clone() {
+            None => server,
+            Some(dir) => tokio::spawn(persist_loop(
+                core.clone(),
+                dir,
+                shutdown_tx.subscribe(),
+                server,
+            )),
+        };
         Ok(EmulatorHandle {
             addr,
             core,
@@ -134,6 +148,37 @@ impl EmulatorBuilder {
             shutdown: shutdown_tx,
             task: Mutex::new(Some(task)),
         })
+    }
+}
+
+/// Saves the state whenever it changed (at most once per second) until shutdown, then once
+/// more after the server has stopped.
+async fn persist_loop(
+    core: Arc<Core>,
+    dir: PathBuf,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    server: JoinHandle<()>,
+) {
+    let mut saved = core.store.lock().current_rv();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => break,
+        }
+        if core.store.lock().current_rv() == saved {
+            continue;
+        }
+        let (c, d) = (core.clone(), dir.clone());
+        match tokio::task::spawn_blocking(move || persist::save(&c, &d)).await {
+            Ok(Ok(rv)) => saved = rv,
+            Ok(Err(e)) => tracing::warn!("saving emulator state to {}: {e}", dir.display()),
+            Err(e) => tracing::warn!("saving emulator state: {e}"),
+        }
+    }
+    let _ = server.await;
+    if let Err(e) = persist::save(&core, &dir) {
+        tracing::warn!("saving emulator state to {}: {e}", dir.display());
     }
 }
 

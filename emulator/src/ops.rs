@@ -1127,8 +1127,10 @@ fn schema_pipeline(
                     .map(|u| format!("unknown field \"{u}\""))
                     .collect();
                 return Err(ApiError::bad_request(format!(
-                    "strict decoding error: {}",
-                    list.join(", ")
+                    "{kind} in version \"{version}\" cannot be handled as a {kind}: strict decoding error: {}",
+                    list.join(", "),
+                    kind = info.kind,
+                    version = info.version,
                 )));
             }
             FieldValidation::Warn => {
@@ -1244,7 +1246,10 @@ mod tests {
             .update(&ji, Some("default"), "j", st, &p, Subresource::Status)
             .unwrap();
         assert_eq!(after.object["status"]["active"], 1);
-        assert_eq!(after.object["spec"]["parallelism"], 1, "status writes keep the spec");
+        assert_eq!(
+            after.object["spec"]["parallelism"], 1,
+            "status writes keep the spec"
+        );
         assert_eq!(after.object["metadata"]["generation"], 1);
         let mut main = (*after.object).clone();
         main["status"] = json!({"active": 9});

@@ -615,7 +615,10 @@ fn list_query(ctx: &Ctx, info: &ResourceInfo) -> Result<ListQuery, ApiError> {
         )?,
         fields: builtin::field_selector(
             info,
-            ctx.query.get("fieldSelector").map(String::as_str).unwrap_or_default(),
+            ctx.query
+                .get("fieldSelector")
+                .map(String::as_str)
+                .unwrap_or_default(),
         )?,
         limit,
         continue_token: ctx.query.get("continue").cloned(),
@@ -974,7 +977,10 @@ fn watch_response(
 ) -> Result<Response<Body>, ApiError> {
     let mut fields = builtin::field_selector(
         &info,
-        ctx.query.get("fieldSelector").map(String::as_str).unwrap_or_default(),
+        ctx.query
+            .get("fieldSelector")
+            .map(String::as_str)
+            .unwrap_or_default(),
     )?;
     if let Some(n) = name {
         fields
@@ -1046,10 +1052,8 @@ fn watch_response(
         hyper::header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    r.headers_mut().insert(
-        hyper::header::TRANSFER_ENCODING,
-        HeaderValue::from_static("chunked"),
-    );
+    // No explicit Transfer-Encoding: hyper chunks unsized HTTP/1.1 bodies itself, and the
+    // header is illegal in HTTP/2.
     Ok(r)
 }
 

@@ -76,7 +76,26 @@ impl ApiError {
         } else {
             format!("{kind}.{group}")
         };
-        let msgs: Vec<String> = causes.iter().map(|c| c.message.clone()).collect();
+        // Causes carry the body alone; the message names the field, as `field.Error.Error()`.
+        let causes: Vec<Cause> = causes
+            .into_iter()
+            .map(|mut c| {
+                if let Some(body) = c.message.strip_prefix(&format!("{}: ", c.field)) {
+                    c.message = body.to_string();
+                }
+                c
+            })
+            .collect();
+        let msgs: Vec<String> = causes
+            .iter()
+            .map(|c| {
+                if c.field.is_empty() {
+                    c.message.clone()
+                } else {
+                    format!("{}: {}", c.field, c.message)
+                }
+            })
+            .collect();
         let joined = if msgs.len() == 1 {
             msgs[0].clone()
         } else {
@@ -198,11 +217,12 @@ impl ApiError {
     }
 }
 
-/// Maps a schema field error to a Status cause (message as apimachinery's `field.Error`).
+/// Maps a schema field error to a Status cause. Like apimachinery's `NewInvalid`, a cause holds
+/// only the body (kubectl prints `* field: body`), while the Status message joins full errors.
 pub fn cause_from_field_error(e: &crate::schema::FieldError) -> Cause {
     Cause {
         reason: e.reason().to_string(),
-        message: e.message(),
+        message: e.body(),
         field: e.field.clone(),
     }
 }
@@ -222,7 +242,7 @@ mod tests {
         };
         assert_eq!(
             cause_from_field_error(&e).message,
-            "spec.type: Unsupported value: \"Foo\": supported values: \"Access\", \"Erasure\""
+            "Unsupported value: \"Foo\": supported values: \"Access\", \"Erasure\""
         );
         let e = FieldError {
             field: "spec.subject".into(),
@@ -230,10 +250,7 @@ mod tests {
             bad_value: None,
             detail: String::new(),
         };
-        assert_eq!(
-            cause_from_field_error(&e).message,
-            "spec.subject: Required value"
-        );
+        assert_eq!(cause_from_field_error(&e).message, "Required value");
         let e = FieldError {
             field: "spec.x".into(),
             kind: FieldErrorKind::Invalid,
@@ -241,7 +258,7 @@ mod tests {
             detail: "detail".into(),
         };
         let c = cause_from_field_error(&e);
-        assert_eq!(c.message, "spec.x: Invalid value: \"y\": detail");
+        assert_eq!(c.message, "Invalid value: \"y\": detail");
         assert_eq!(c.reason, "FieldValueInvalid");
         let err =
             ApiError::from_field_errors("privacy-operator.dev", "DataSubjectRequest", "x", &[e]);

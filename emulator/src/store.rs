@@ -395,6 +395,50 @@ impl State {
         }
     }
 
+    /// Every stored object with its group/resource, for persistence.
+    pub fn snapshot(&self) -> Vec<(GroupResource, Arc<Value>)> {
+        let mut out = Vec::new();
+        for (gr, store) in &self.stores {
+            for obj in store.objects.values() {
+                out.push((gr.clone(), obj.clone()));
+            }
+        }
+        out.sort_by(|a, b| {
+            a.0.cmp(&b.0)
+                .then_with(|| ObjectKey::of(&a.1).cmp(&ObjectKey::of(&b.1)))
+        });
+        out
+    }
+
+    /// Puts back a persisted object as it was (its resourceVersion kept, no watch event).
+    pub fn restore(&mut self, gr: &GroupResource, obj: Value) {
+        self.ensure_store(gr);
+        let key = ObjectKey::of(&obj);
+        let obj = Arc::new(obj);
+        let r = ObjRef {
+            gr: gr.clone(),
+            key: key.clone(),
+        };
+        let prev = self
+            .stores
+            .get_mut(gr)
+            .and_then(|s| s.objects.insert(key, obj.clone()));
+        if let Some(p) = &prev {
+            self.unindex(&r, p);
+        }
+        self.index(&r, &obj);
+    }
+
+    /// Continues the resourceVersion counter after restored state; older resumes get 410.
+    pub fn restore_rv(&mut self, rv: u64) {
+        self.rv = self.rv.max(rv) + 1;
+        let rv = self.rv;
+        for store in self.stores.values_mut() {
+            store.history.clear();
+            store.oldest_valid_rv = rv;
+        }
+    }
+
     /// Total kept history events (for tests of the memory bound).
     pub fn history_len(&self) -> usize {
         self.stores.values().map(|s| s.history.len()).sum()

@@ -151,7 +151,11 @@ async fn job_status_subresource_and_generation() {
         .await
         .unwrap();
     assert_eq!(st.status.unwrap().active, Some(1));
-    assert_eq!(st.spec.unwrap().parallelism, Some(1), "defaulted, not the 7 sent to /status");
+    assert_eq!(
+        st.spec.unwrap().parallelism,
+        Some(1),
+        "defaulted, not the 7 sent to /status"
+    );
     assert_eq!(st.metadata.generation, Some(1));
 
     // Main-resource writes ignore status and bump generation for spec changes only.
@@ -335,7 +339,7 @@ async fn crd_schema_errors_are_422_with_field_paths() {
     assert_eq!(err.code, 400);
     assert_eq!(
         err.message,
-        "strict decoding error: unknown field \"spec.foo\""
+        "Widget in version \"v1\" cannot be handled as a Widget: strict decoding error: unknown field \"spec.foo\""
     );
 
     // A CRD whose schema does not compile is refused with the field path.
@@ -444,13 +448,22 @@ async fn events_share_storage_between_api_groups() {
         "eventTime": "2025-01-01T00:00:00.000000Z", "reportingController": "ctl", "reportingInstance": "ctl-0",
     }))
     .unwrap();
-    new_events.create(&PostParams::default(), &ev).await.unwrap();
+    new_events
+        .create(&PostParams::default(), &ev)
+        .await
+        .unwrap();
     let core: Api<CoreEvent> = Api::namespaced(client, "default");
-    let found = core.list(&ListParams::default().fields("involvedObject.name=w1")).await.unwrap();
+    let found = core
+        .list(&ListParams::default().fields("involvedObject.name=w1"))
+        .await
+        .unwrap();
     assert_eq!(found.items.len(), 1);
     assert_eq!(found.items[0].message.as_deref(), Some("done"));
     assert_eq!(found.items[0].reporting_component.as_deref(), Some("ctl"));
-    let back = new_events.list(&ListParams::default().fields("regarding.name=w1")).await.unwrap();
+    let back = new_events
+        .list(&ListParams::default().fields("regarding.name=w1"))
+        .await
+        .unwrap();
     assert_eq!(back.items[0].note.as_deref(), Some("done"));
     emu.shutdown().await;
 }

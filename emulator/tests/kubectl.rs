@@ -116,9 +116,15 @@ async fn workflows(minor: u32) {
     let k = Kubectl::new(&emu, &bin);
     common::install_widget_crd(&emu);
 
-    let widget = "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w1\nspec:\n  size: 3\n";
-    let out = k.run_with_stdin(&["apply", "--server-side", "-f", "-"], Some(widget)).await;
-    assert!(out.success && out.stdout.contains("serverside-applied"), "{out:?}");
+    let widget =
+        "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w1\nspec:\n  size: 3\n";
+    let out = k
+        .run_with_stdin(&["apply", "--server-side", "-f", "-"], Some(widget))
+        .await;
+    assert!(
+        out.success && out.stdout.contains("serverside-applied"),
+        "{out:?}"
+    );
 
     // `kubectl wait` watches until the condition holds.
     let waiter = {
@@ -130,25 +136,49 @@ async fn workflows(minor: u32) {
                 .arg(dir.join("kubeconfig"))
                 .arg("--cache-dir")
                 .arg(dir.join("cache"))
-                .args(["wait", "--for=condition=Ready", "widget/w1", "--timeout=20s"])
+                .args([
+                    "wait",
+                    "--for=condition=Ready",
+                    "widget/w1",
+                    "--timeout=20s",
+                ])
                 .output()
                 .await
                 .expect("kubectl wait runs")
         })
     };
-    common::wait_for("kubectl wait is watching", std::time::Duration::from_secs(20), || async {
-        emu.request_log().entries().iter().any(|r| r.verb == "watch" && r.resource == "widgets").then_some(())
-    })
+    common::wait_for(
+        "kubectl wait is watching",
+        std::time::Duration::from_secs(20),
+        || async {
+            emu.request_log()
+                .entries()
+                .iter()
+                .any(|r| r.verb == "watch" && r.resource == "widgets")
+                .then_some(())
+        },
+    )
     .await;
     let info = emu.core().lookup("example.com", "v1", "widgets").unwrap();
     let cur = emu.core().get(&info, "default", "w1").unwrap();
     let mut next = (*cur).clone();
     next["status"] = serde_json::json!({"conditions": [{"type": "Ready", "status": "True", "reason": "Done", "message": "", "lastTransitionTime": "2025-01-01T00:00:00Z"}]});
     emu.core()
-        .update(&info, Some("default"), "w1", next, &Default::default(), emulator::ops::Subresource::Status)
+        .update(
+            &info,
+            Some("default"),
+            "w1",
+            next,
+            &Default::default(),
+            emulator::ops::Subresource::Status,
+        )
         .unwrap();
     let waited = waiter.await.unwrap();
-    assert!(waited.status.success(), "kubectl wait: {}", String::from_utf8_lossy(&waited.stderr));
+    assert!(
+        waited.status.success(),
+        "kubectl wait: {}",
+        String::from_utf8_lossy(&waited.stderr)
+    );
     assert!(String::from_utf8_lossy(&waited.stdout).contains("condition met"));
 
     // describe shows the object and its events (events field selectors).
@@ -163,9 +193,22 @@ async fn workflows(minor: u32) {
     });
     emu.create_or_replace(ev).unwrap();
     let described = k.ok(&["describe", "widget", "w1"]).await;
-    assert!(described.contains("Name:") && described.contains("w1"), "{described}");
-    assert!(described.contains("Reconciled") && described.contains("all good"), "{described}");
-    let events = k.ok(&["get", "events", "--field-selector", "involvedObject.name=w1"]).await;
+    assert!(
+        described.contains("Name:") && described.contains("w1"),
+        "{described}"
+    );
+    assert!(
+        described.contains("Reconciled") && described.contains("all good"),
+        "{described}"
+    );
+    let events = k
+        .ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=w1",
+        ])
+        .await;
     assert!(events.contains("Reconciled"), "{events}");
 
     // `get -w` prints the initial table then streams changes until the request times out.
@@ -175,7 +218,15 @@ async fn workflows(minor: u32) {
     // Namespace deletion.
     k.ok(&["create", "namespace", "tenant"]).await;
     k.ok(&["create", "configmap", "c", "-n", "tenant"]).await;
-    let out = k.ok(&["delete", "namespace", "tenant", "--wait=true", "--timeout=20s"]).await;
+    let out = k
+        .ok(&[
+            "delete",
+            "namespace",
+            "tenant",
+            "--wait=true",
+            "--timeout=20s",
+        ])
+        .await;
     assert!(out.contains("namespace \"tenant\" deleted"), "{out}");
     let gone = k.run(&["get", "namespace", "tenant"]).await;
     assert!(!gone.success);
