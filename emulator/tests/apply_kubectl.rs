@@ -38,7 +38,12 @@ fn managers(obj: &Value) -> Vec<(String, String)> {
         .as_array()
         .map(|a| {
             a.iter()
-                .map(|e| (e["manager"].as_str().unwrap_or("").to_string(), e["operation"].as_str().unwrap_or("").to_string()))
+                .map(|e| {
+                    (
+                        e["manager"].as_str().unwrap_or("").to_string(),
+                        e["operation"].as_str().unwrap_or("").to_string(),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -48,31 +53,79 @@ fn managers(obj: &Value) -> Vec<(String, String)> {
 async fn kubectl_server_side_apply_owns_prunes_and_conflicts() {
     let emu = common::start().await;
     let Some(k) = kubectl(&emu) else { return };
-    let v1 = write(&k, "cm1.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\ndata:\n  a: \"1\"\n  b: \"2\"\n");
+    let v1 = write(
+        &k,
+        "cm1.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\ndata:\n  a: \"1\"\n  b: \"2\"\n",
+    );
     k.ok(&["apply", "--server-side", "-f", &v1]).await;
     let first = get_json(&k, &["cm", "app"]).await;
-    assert_eq!(managers(&first), [("kubectl".to_string(), "Apply".to_string())]);
-    assert_eq!(first["metadata"]["managedFields"][0]["fieldsV1"], json!({"f:data": {"f:a": {}, "f:b": {}}}));
+    assert_eq!(
+        managers(&first),
+        [("kubectl".to_string(), "Apply".to_string())]
+    );
+    assert_eq!(
+        first["metadata"]["managedFields"][0]["fieldsV1"],
+        json!({"f:data": {"f:a": {}, "f:b": {}}})
+    );
 
     // Re-applying the same manifest is a no-op write.
     k.ok(&["apply", "--server-side", "-f", &v1]).await;
     let again = get_json(&k, &["cm", "app"]).await;
-    assert_eq!(again["metadata"]["resourceVersion"], first["metadata"]["resourceVersion"]);
+    assert_eq!(
+        again["metadata"]["resourceVersion"],
+        first["metadata"]["resourceVersion"]
+    );
 
     // Dropping a key from the manifest removes it.
-    let v2 = write(&k, "cm2.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\ndata:\n  a: \"1\"\n");
+    let v2 = write(
+        &k,
+        "cm2.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\ndata:\n  a: \"1\"\n",
+    );
     k.ok(&["apply", "--server-side", "-f", &v2]).await;
-    assert_eq!(get_json(&k, &["cm", "app"]).await["data"], json!({"a": "1"}));
+    assert_eq!(
+        get_json(&k, &["cm", "app"]).await["data"],
+        json!({"a": "1"})
+    );
 
     // Another manager changing kubectl's value conflicts, until it forces.
-    let other = write(&k, "cm3.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\ndata:\n  a: \"9\"\n");
-    let out = k.run(&["apply", "--server-side", "--field-manager=helm", "-f", &other]).await;
+    let other = write(
+        &k,
+        "cm3.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\ndata:\n  a: \"9\"\n",
+    );
+    let out = k
+        .run(&[
+            "apply",
+            "--server-side",
+            "--field-manager=helm",
+            "-f",
+            &other,
+        ])
+        .await;
     assert!(!out.success);
-    assert!(out.stderr.contains("Apply failed with 1 conflict: conflict with \"kubectl\": .data.a"), "{}", out.stderr);
-    k.ok(&["apply", "--server-side", "--field-manager=helm", "--force-conflicts", "-f", &other]).await;
+    assert!(
+        out.stderr
+            .contains("Apply failed with 1 conflict: conflict with \"kubectl\": .data.a"),
+        "{}",
+        out.stderr
+    );
+    k.ok(&[
+        "apply",
+        "--server-side",
+        "--field-manager=helm",
+        "--force-conflicts",
+        "-f",
+        &other,
+    ])
+    .await;
     let forced = get_json(&k, &["cm", "app"]).await;
     assert_eq!(forced["data"], json!({"a": "9"}));
-    assert_eq!(managers(&forced), [("helm".to_string(), "Apply".to_string())]);
+    assert_eq!(
+        managers(&forced),
+        [("helm".to_string(), "Apply".to_string())]
+    );
     emu.shutdown().await;
 }
 
@@ -87,7 +140,10 @@ async fn kubectl_client_side_apply_then_server_side_apply() {
     );
     k.ok(&["apply", "-f", &v1]).await;
     let created = get_json(&k, &["svc", "web"]).await;
-    assert!(created["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"].is_string());
+    assert!(
+        created["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"]
+            .is_string()
+    );
 
     // Client-side apply computes a strategic merge patch from the last-applied configuration:
     // the dropped label and port go, the changed port is merged by its key.
@@ -113,7 +169,9 @@ async fn kubectl_client_side_apply_then_server_side_apply() {
     let ssa = get_json(&k, &["svc", "web"]).await;
     assert_eq!(ssa["spec"]["ports"][0]["targetPort"], json!(7070));
     let last: Value = serde_json::from_str(
-        ssa["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"].as_str().expect("annotation kept"),
+        ssa["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"]
+            .as_str()
+            .expect("annotation kept"),
     )
     .expect("annotation is JSON");
     assert_eq!(last["spec"]["ports"][0]["targetPort"], json!(7070));
@@ -124,24 +182,77 @@ async fn kubectl_client_side_apply_then_server_side_apply() {
 async fn kubectl_patch_types() {
     let emu = common::start().await;
     let Some(k) = kubectl(&emu) else { return };
-    let cm = write(&k, "cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: p\n  finalizers: [example.com/a]\ndata:\n  a: \"1\"\n");
+    let cm = write(
+        &k,
+        "cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: p\n  finalizers: [example.com/a]\ndata:\n  a: \"1\"\n",
+    );
     k.ok(&["create", "-f", &cm]).await;
 
-    k.ok(&["patch", "cm", "p", "--type=merge", "-p", r#"{"data":{"b":"2"}}"#]).await;
-    k.ok(&["patch", "cm", "p", "--type=strategic", "-p", r#"{"metadata":{"finalizers":["example.com/b"]}}"#]).await;
-    k.ok(&["patch", "cm", "p", "--type=json", "-p", r#"[{"op":"test","path":"/data/a","value":"1"},{"op":"remove","path":"/data/a"}]"#]).await;
+    k.ok(&[
+        "patch",
+        "cm",
+        "p",
+        "--type=merge",
+        "-p",
+        r#"{"data":{"b":"2"}}"#,
+    ])
+    .await;
+    k.ok(&[
+        "patch",
+        "cm",
+        "p",
+        "--type=strategic",
+        "-p",
+        r#"{"metadata":{"finalizers":["example.com/b"]}}"#,
+    ])
+    .await;
+    k.ok(&[
+        "patch",
+        "cm",
+        "p",
+        "--type=json",
+        "-p",
+        r#"[{"op":"test","path":"/data/a","value":"1"},{"op":"remove","path":"/data/a"}]"#,
+    ])
+    .await;
     let obj = get_json(&k, &["cm", "p"]).await;
     assert_eq!(obj["data"], json!({"b": "2"}));
-    let fins = obj["metadata"]["finalizers"].as_array().expect("finalizers").clone();
+    let fins = obj["metadata"]["finalizers"]
+        .as_array()
+        .expect("finalizers")
+        .clone();
     assert_eq!(fins.len(), 2, "{fins:?}");
     let mgr: Vec<String> = managers(&obj).into_iter().map(|(m, _)| m).collect();
     assert!(mgr.contains(&"kubectl-patch".to_string()), "{mgr:?}");
 
-    let out = k.run(&["patch", "cm", "p", "--type=json", "-p", r#"[{"op":"test","path":"/data/b","value":"nope"}]"#]).await;
+    let out = k
+        .run(&[
+            "patch",
+            "cm",
+            "p",
+            "--type=json",
+            "-p",
+            r#"[{"op":"test","path":"/data/b","value":"nope"}]"#,
+        ])
+        .await;
     assert!(!out.success);
-    assert!(out.stderr.contains("the server rejected our request due to an error in our request"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("the server rejected our request due to an error in our request"),
+        "{}",
+        out.stderr
+    );
 
-    k.ok(&["patch", "cm", "p", "--type=json", "-p", r#"[{"op":"replace","path":"/metadata/finalizers","value":[]}]"#]).await;
+    k.ok(&[
+        "patch",
+        "cm",
+        "p",
+        "--type=json",
+        "-p",
+        r#"[{"op":"replace","path":"/metadata/finalizers","value":[]}]"#,
+    ])
+    .await;
     emu.shutdown().await;
 }
 
@@ -182,7 +293,8 @@ fn conditions_crd() -> Value {
 #[tokio::test]
 async fn kube_rs_apply_spec_and_status_with_force() {
     let emu = common::start().await;
-    emu.create_or_replace(conditions_crd()).expect("CRD installs");
+    emu.create_or_replace(conditions_crd())
+        .expect("CRD installs");
     let client = common::client(&emu);
     let ar = kube::api::ApiResource {
         group: "example.com".into(),
@@ -196,36 +308,70 @@ async fn kube_rs_apply_spec_and_status_with_force() {
     let op = PatchParams::apply("operator").force();
 
     let spec = json!({"apiVersion": "example.com/v1", "kind": "Gadget", "metadata": {"name": "g"}, "spec": {"size": 1}});
-    api.patch("g", &user, &Patch::Apply(&spec)).await.expect("created by apply");
-
-    let status = |ty: &str, st: &str| json!({"apiVersion": "example.com/v1", "kind": "Gadget", "metadata": {"name": "g"},
-        "status": {"phase": "Working", "conditions": [{"type": ty, "status": st}]}});
-    api.patch_status("g", &op, &Patch::Apply(&status("Ready", "False"))).await.expect("status applied");
-    let other = PatchParams::apply("auditor").force();
-    api.patch_status("g", &other, &Patch::Apply(&json!({"apiVersion": "example.com/v1", "kind": "Gadget", "metadata": {"name": "g"},
-        "status": {"conditions": [{"type": "Audited", "status": "True"}]}})))
+    api.patch("g", &user, &Patch::Apply(&spec))
         .await
-        .expect("second status manager applies");
-    let g = api.patch_status("g", &op, &Patch::Apply(&status("Ready", "True"))).await.expect("status re-applied");
+        .expect("created by apply");
+
+    let status = |ty: &str, st: &str| {
+        json!({"apiVersion": "example.com/v1", "kind": "Gadget", "metadata": {"name": "g"},
+        "status": {"phase": "Working", "conditions": [{"type": ty, "status": st}]}})
+    };
+    api.patch_status("g", &op, &Patch::Apply(&status("Ready", "False")))
+        .await
+        .expect("status applied");
+    let other = PatchParams::apply("auditor").force();
+    api.patch_status(
+        "g",
+        &other,
+        &Patch::Apply(
+            &json!({"apiVersion": "example.com/v1", "kind": "Gadget", "metadata": {"name": "g"},
+        "status": {"conditions": [{"type": "Audited", "status": "True"}]}}),
+        ),
+    )
+    .await
+    .expect("second status manager applies");
+    let g = api
+        .patch_status("g", &op, &Patch::Apply(&status("Ready", "True")))
+        .await
+        .expect("status re-applied");
     let conditions = &g.data["status"]["conditions"];
-    assert_eq!(conditions, &json!([{"type": "Ready", "status": "True"}, {"type": "Audited", "status": "True"}]));
-    assert_eq!(g.data["spec"], json!({"size": 1}), "status applies leave spec alone");
+    assert_eq!(
+        conditions,
+        &json!([{"type": "Ready", "status": "True"}, {"type": "Audited", "status": "True"}])
+    );
+    assert_eq!(
+        g.data["spec"],
+        json!({"size": 1}),
+        "status applies leave spec alone"
+    );
 
     // The user changing spec through apply does not disturb status, and conflicts are reported
     // against the status manager only for fields it owns.
     let spec2 = json!({"apiVersion": "example.com/v1", "kind": "Gadget", "metadata": {"name": "g"}, "spec": {"size": 2}});
-    let g = api.patch("g", &user, &Patch::Apply(&spec2)).await.expect("spec re-applied");
+    let g = api
+        .patch("g", &user, &Patch::Apply(&spec2))
+        .await
+        .expect("spec re-applied");
     assert_eq!(g.data["spec"]["size"], json!(2));
     assert_eq!(g.data["status"]["phase"], json!("Working"));
 
     let thief = PatchParams::apply("thief");
-    let err = api.patch("g", &thief, &Patch::Apply(&spec)).await.expect_err("conflict");
+    let err = api
+        .patch("g", &thief, &Patch::Apply(&spec))
+        .await
+        .expect_err("conflict");
     let status = common::api_err(err);
     assert_eq!(status.code, 409);
-    assert_eq!(status.message, "Apply failed with 1 conflict: conflict with \"user\": .spec.size");
+    assert_eq!(
+        status.message,
+        "Apply failed with 1 conflict: conflict with \"user\": .spec.size"
+    );
 
     let entries = g.metadata.managed_fields.unwrap_or_default();
-    let status_entry = entries.iter().find(|e| e.manager.as_deref() == Some("operator")).expect("operator entry");
+    let status_entry = entries
+        .iter()
+        .find(|e| e.manager.as_deref() == Some("operator"))
+        .expect("operator entry");
     assert_eq!(status_entry.subresource.as_deref(), Some("status"));
     emu.shutdown().await;
 }
