@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::telemetry::{self, LogFormat};
-use crate::{Error, Result, api, dev};
+use crate::{Error, Result, api, controller, dev};
 
 #[derive(Debug, Parser)]
 #[command(name = "privacy-operator", version, about, long_about = None)]
@@ -37,13 +37,17 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the controller against the cluster in KUBECONFIG (or the in-cluster configuration).
-    Run,
+    Run(RunArgs),
 
     /// Print every CustomResourceDefinition as multi-document YAML.
     Crd {
         /// Write one file per CRD into this directory instead of printing.
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", conflicts_with = "reference")]
         split: Option<PathBuf>,
+
+        /// Print the resource reference (Markdown, as in docs/reference.md) instead.
+        #[arg(long)]
+        reference: bool,
     },
 
     /// Run on this machine without a cluster: a Kubernetes API emulator on loopback with the
@@ -51,7 +55,138 @@ pub enum Command {
     Dev(DevArgs),
 
     /// Run one worker task (started by the operator's Jobs).
-    Worker,
+    Worker(WorkerArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct WorkerArgs {
+    /// The task file (JSON, mounted from the per-Job Secret). See `privacy_operator::worker`.
+    #[arg(long, value_name = "PATH", env = crate::worker::TASK_ENV)]
+    pub task: PathBuf,
+}
+
+/// Options of `privacy-operator run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Watch only this namespace (default: every namespace).
+    #[arg(long, env = "PRIVACY_OPERATOR_NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// Image of worker Jobs: the operator's own image, run as `privacy-operator worker`.
+    #[arg(long, env = "PRIVACY_OPERATOR_WORKER_IMAGE")]
+    pub worker_image: String,
+
+    /// imagePullPolicy of worker Jobs (default: the cluster's).
+    #[arg(long, env = "PRIVACY_OPERATOR_WORKER_IMAGE_PULL_POLICY")]
+    pub worker_image_pull_policy: Option<String>,
+
+    /// Service account of worker Pods (default: the namespace's `default`).
+    #[arg(long, env = "PRIVACY_OPERATOR_WORKER_SERVICE_ACCOUNT")]
+    pub worker_service_account: Option<String>,
+
+    /// The Secret (NAMESPACE/NAME) holding the salt of subject digests. Keep it forever:
+    /// a new salt stops duplicates and the erasure ledger from matching.
+    #[arg(
+        long,
+        value_name = "NAMESPACE/NAME",
+        env = "PRIVACY_OPERATOR_SALT_SECRET"
+    )]
+    pub salt_secret: Option<String>,
+
+    /// Key of the salt in --salt-secret.
+    #[arg(long, default_value = "salt", env = "PRIVACY_OPERATOR_SALT_KEY")]
+    pub salt_key: String,
+
+    /// The salt itself (at least 16 bytes), instead of --salt-secret.
+    #[arg(
+        long,
+        env = "PRIVACY_OPERATOR_SALT",
+        hide_env_values = true,
+        conflicts_with = "salt_secret"
+    )]
+    pub salt: Option<String>,
+
+    /// Requests reconciled at once.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: u16,
+
+    /// Reporting instance of Events (set to the Pod name).
+    #[arg(long, env = "POD_NAME")]
+    pub instance: Option<String>,
+}
+
+impl RunArgs {
+    /// The controller configuration these options describe.
+    pub fn controller_config(&self) -> Result<controller::Config> {
+        let salt = match (&self.salt, &self.salt_secret) {
+            (Some(salt), _) => controller::SaltSource::Inline(salt.as_bytes().to_vec()),
+            (None, Some(secret)) => {
+                let (namespace, name) = secret.split_once('/').ok_or_else(|| {
+                    Error::Config(format!("--salt-secret {secret:?} must be NAMESPACE/NAME"))
+                })?;
+                controller::SaltSource::Secret {
+                    namespace: namespace.into(),
+                    name: name.into(),
+                    key: self.salt_key.clone(),
+                }
+            }
+            (None, None) => {
+                return Err(Error::Config(
+                    "give --salt-secret NAMESPACE/NAME (or --salt): subject digests need a salt"
+                        .into(),
+                ));
+            }
+        };
+        let mut config = controller::Config::new(
+            controller::WorkerSettings {
+                image: self.worker_image.clone(),
+                image_pull_policy: self.worker_image_pull_policy.clone(),
+                service_account: self.worker_service_account.clone(),
+                output_root: controller::worker::OUTPUT_ROOT.into(),
+            },
+            salt,
+        );
+        config.namespace = self.namespace.clone();
+        config.concurrency = self.concurrency.max(1);
+        config.instance = self.instance.clone();
+        Ok(config)
+    }
+}
+
+async fn run_controller(args: RunArgs) -> Result<()> {
+    let config = args.controller_config()?;
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| Error::KubeConfig(e.to_string()))?;
+    controller::run_until(
+        client,
+        config,
+        std::sync::Arc::new(controller::SystemClock),
+        shutdown_signal(),
+    )
+    .await
+}
+
+/// Ctrl-C, or SIGTERM (how Kubernetes stops a Pod).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("shutting down");
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -72,20 +207,69 @@ pub struct DevArgs {
 pub async fn run(cli: Cli) -> Result<()> {
     telemetry::init(&cli.log_level, cli.log_format);
     match cli.command {
-        Command::Run => Err(Error::NotImplemented(
-            "the controller does not reconcile anything yet: the DataSubjectRequest lifecycle lands with the lifecycle issue",
-        )),
-        Command::Crd { split: None } => {
+        Command::Run(args) => run_controller(args).await,
+        Command::Crd {
+            reference: true, ..
+        } => {
+            print!("{}", api::reference_markdown());
+            Ok(())
+        }
+        Command::Crd { split: None, .. } => {
             print!("{}", api::crds_yaml());
             Ok(())
         }
-        Command::Crd { split: Some(dir) } => api::write_crds(&dir).map_err(|source| Error::Io {
+        Command::Crd {
+            split: Some(dir), ..
+        } => api::write_crds(&dir).map_err(|source| Error::Io {
             path: dir.clone(),
             source,
         }),
         Command::Dev(args) => dev::run(args).await,
-        Command::Worker => Err(Error::NotImplemented(
-            "`privacy-operator worker` is not implemented yet: the connectors land with the workers issue",
-        )),
+        Command::Worker(args) => crate::worker::run_file(&args.task)
+            .await
+            .map(|_| ())
+            .map_err(|e| Error::Worker(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod run_args_tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> RunArgs {
+        let cli = Cli::try_parse_from(["privacy-operator", "run"].iter().chain(args))
+            .expect("arguments parse");
+        match cli.command {
+            Command::Run(a) => a,
+            other => panic!("not run: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn salt_from_a_secret() {
+        let a = parse(&[
+            "--worker-image",
+            "img:1",
+            "--salt-secret",
+            "privacy/salt",
+            "--namespace",
+            "shop",
+        ]);
+        let c = a.controller_config().unwrap();
+        assert_eq!(c.namespace.as_deref(), Some("shop"));
+        assert_eq!(c.worker.image, "img:1");
+        assert!(matches!(
+            c.salt,
+            controller::SaltSource::Secret { ref namespace, ref name, ref key }
+                if namespace == "privacy" && name == "salt" && key == "salt"
+        ));
+    }
+
+    #[test]
+    fn a_salt_is_required_and_secret_names_are_checked() {
+        let a = parse(&["--worker-image", "img:1"]);
+        assert!(a.controller_config().is_err());
+        let a = parse(&["--worker-image", "img:1", "--salt-secret", "no-slash"]);
+        assert!(a.controller_config().is_err());
     }
 }

@@ -20,6 +20,9 @@ pub enum Error {
     #[error("the Kubernetes API emulator: {0}")]
     Emulator(String),
 
+    #[error("worker: {0}")]
+    Worker(String),
+
     #[error("{0}")]
     NotImplemented(&'static str),
 
@@ -28,6 +31,33 @@ pub enum Error {
 
     #[error("JSON: {0}")]
     Json(#[from] serde_json::Error),
+
+    #[error("configuration: {0}")]
+    Config(String),
+
+    #[error("the object has no {0}")]
+    MissingField(&'static str),
+
+    /// An object the operator would create exists but belongs to someone else; the operator
+    /// never takes it over.
+    #[error("{kind} {name} exists but is not owned by {owner}; delete or rename it")]
+    NotOwned {
+        kind: &'static str,
+        name: String,
+        owner: String,
+    },
+
+    /// A worker's task cannot be built (the subject Secret, a rectification value or a
+    /// connection Secret cannot be read). The message names Secrets and keys, never values.
+    #[error("cannot build the worker task: {0}")]
+    TaskInput(String),
+}
+
+impl Error {
+    /// A write lost a race with another writer (409 Conflict): plan again from fresh state.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::Kube(kube::Error::Api(s)) if s.is_conflict())
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

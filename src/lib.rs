@@ -3,9 +3,11 @@
 
 pub mod api;
 pub mod cli;
+pub mod controller;
 pub mod dev;
 pub mod error;
 pub mod plan;
 pub mod telemetry;
+pub mod worker;
 
 pub use error::{Error, Result};

@@ -685,3 +685,14 @@ fn malformed_manifests_are_refused_with_a_message_naming_the_field() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// docs/reference.md is generated from the same schemas; it must not drift from the types.
+#[test]
+fn reference_doc_matches_generated_markdown() {
+    let have = fs::read_to_string(repo("docs/reference.md")).unwrap_or_default();
+    let want = privacy_operator::api::reference_markdown();
+    assert!(
+        have == want,
+        "docs/reference.md is out of date with the Rust types; regenerate it with:\n  cargo run -- crd --reference > docs/reference.md"
+    );
+}

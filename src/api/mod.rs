@@ -17,6 +17,7 @@ pub mod crd;
 pub mod datamap;
 pub mod datasystem;
 pub mod duration;
+pub mod reference;
 pub mod refs;
 pub mod regulation;
 pub mod request;
@@ -28,6 +29,7 @@ pub use consent::{ConsentPolicy, ConsentPolicySpec, ConsentPolicyStatus};
 pub use crd::{crds, crds_yaml, write_crds};
 pub use datasystem::{DataSystem, DataSystemSpec, DataSystemStatus};
 pub use duration::Duration;
+pub use reference::reference_markdown;
 pub use regulation::Regulation;
 pub use request::{
     DataSubjectRequest, DataSubjectRequestSpec, DataSubjectRequestStatus, RequestType,

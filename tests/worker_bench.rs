@@ -1,0 +1,134 @@
+//! Export throughput of the PostgreSQL connector against `psql \copy` of the same rows, side
+//! by side in one run (absolute times drift on these machines; the ratio is the figure).
+//! Ignored by default: `cargo test --test worker_bench -- --ignored --nocapture`
+//! (add `--release` for figures that mean something).
+
+#[path = "support/postgres.rs"]
+mod pg_support;
+
+use std::path::Path;
+use std::time::Instant;
+
+use privacy_operator::api::DataSystemSpec;
+use privacy_operator::api::subject::IdentifierSet;
+use privacy_operator::plan::jobs::JobStep;
+use privacy_operator::worker::postgres::Options;
+use privacy_operator::worker::run_task;
+use privacy_operator::worker::task::{CONTRACT_VERSION, Outcome, RequestRef, SystemRef, Task};
+
+const ROWS: u64 = 100_000;
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+#[ignore = "benchmark: run explicitly"]
+async fn export_of_100k_related_rows_against_psql_copy() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/crm");
+    let pg = pg_support::shared();
+    pg.psql("postgres", "CREATE DATABASE bench");
+    pg.psql_file("bench", &fixtures.join("schema.sql"));
+    pg.psql_file("bench", &fixtures.join("data.sql"));
+    pg.psql(
+        "bench",
+        &format!(
+            "INSERT INTO crm.notes (id, contact_id, body, created_at) \
+             SELECT 100000 + i, 7, 'Bulk note ' || i || repeat(' lorem ipsum', 8), now() \
+             FROM generate_series(1, {ROWS}) AS i; ANALYZE"
+        ),
+    );
+    // An identical copy for the hand-written erasure the purge is compared with.
+    pg.psql("postgres", "CREATE DATABASE bench_ref TEMPLATE bench");
+    let yaml = std::fs::read_to_string(fixtures.join("datasystem.yaml")).unwrap();
+    let spec: DataSystemSpec = serde_yaml_ng::from_str(&yaml).unwrap();
+    let ids = IdentifierSet {
+        email: Some("contact7@example.com".into()),
+        ..Default::default()
+    };
+    let out = tempfile::tempdir().unwrap();
+    let task = Task {
+        version: CONTRACT_VERSION.into(),
+        request: RequestRef {
+            namespace: "bench".into(),
+            name: "bench".into(),
+            digest: ids.digest(b"bench"),
+        },
+        step: JobStep::Export,
+        system: SystemRef {
+            name: "crm".into(),
+            spec,
+        },
+        connection: Some(pg.url("bench")),
+        identifiers: ids,
+        changes: vec![],
+        purposes: vec![],
+        hash_salt: None,
+        output: out.path().display().to_string(),
+    };
+
+    let rss_before = peak_rss_kib();
+    let start = Instant::now();
+    let m = run_task(&task, &Options::default()).await;
+    let ours = start.elapsed();
+    assert_eq!(m.outcome, Outcome::Succeeded, "{m:?}");
+    assert!(m.tables["crm.notes"].rows > ROWS);
+
+    let copy_file = out.path().join("copy.ndjson");
+    let start = Instant::now();
+    pg.psql(
+        "bench",
+        &format!(
+            "\\copy (SELECT row_to_json(t) FROM crm.notes t WHERE contact_id = 7 ORDER BY id) TO '{}'",
+            copy_file.display()
+        ),
+    );
+    let psql = start.elapsed();
+    println!(
+        "export of {} rows: worker {:?}, psql \\copy {:?}, speed ratio {:.2} (>= 0.7 wanted); \
+         peak RSS of the test process {} MiB (was {} MiB before the export)",
+        m.total_rows(),
+        ours,
+        psql,
+        psql.as_secs_f64() / ours.as_secs_f64(),
+        peak_rss_kib() / 1024,
+        rss_before / 1024,
+    );
+
+    // Erasure of the same subject: the purge (with its verification scans) against the
+    // plain statements a DBA would type, in one transaction.
+    let purge = Task {
+        step: JobStep::Purge,
+        ..task.clone()
+    };
+    let start = Instant::now();
+    let m = run_task(&purge, &Options::default()).await;
+    let ours = start.elapsed();
+    assert_eq!(m.outcome, Outcome::Succeeded, "{m:?}");
+    let start = Instant::now();
+    pg.psql(
+        "bench_ref",
+        "BEGIN; \
+         UPDATE crm.deals SET contact_id = NULL WHERE contact_id = 7; \
+         DELETE FROM crm.call_recordings WHERE call_id IN (SELECT id FROM crm.calls WHERE contact_id = 7); \
+         DELETE FROM crm.calls WHERE contact_id = 7; DELETE FROM crm.notes WHERE contact_id = 7; \
+         DELETE FROM crm.sms WHERE contact_id = 7; DELETE FROM crm.tasks WHERE contact_id = 7; \
+         DELETE FROM crm.consents WHERE contact_id = 7; DELETE FROM crm.contacts WHERE id = 7; \
+         UPDATE crm.tickets SET requester_email = NULL, requester_name = NULL, body = NULL \
+           WHERE lower(requester_email) = 'contact7@example.com'; \
+         COMMIT",
+    );
+    let plain = start.elapsed();
+    println!(
+        "purge of {} rows: worker {:?} (with verification), plain SQL via psql {:?}, ratio {:.2}",
+        m.total_rows(),
+        ours,
+        plain,
+        plain.as_secs_f64() / ours.as_secs_f64(),
+    );
+}
