@@ -51,6 +51,11 @@ pub enum Error {
     /// connection Secret cannot be read). The message names Secrets and keys, never values.
     #[error("cannot build the worker task: {0}")]
     TaskInput(String),
+
+    /// This replica stopped leading (another took the Lease, or renewal failed past the
+    /// renew deadline); the process exits so the Pod restarts as a standby.
+    #[error("lost leadership: {0}")]
+    LeadershipLost(String),
 }
 
 impl Error {

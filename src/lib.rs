@@ -7,6 +7,7 @@ pub mod controller;
 pub mod dev;
 pub mod error;
 pub mod plan;
+pub mod runtime;
 pub mod telemetry;
 pub mod worker;
 

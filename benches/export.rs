@@ -1,9 +1,8 @@
 //! Export throughput of the PostgreSQL connector against `psql \copy` of the same rows, side
 //! by side in one run (absolute times drift on these machines; the ratio is the figure).
-//! Ignored by default: `cargo test --test worker_bench -- --ignored --nocapture`
-//! (add `--release` for figures that mean something).
+//! Run with `cargo bench --bench export` (needs PostgreSQL 15: `scripts/setup/postgres.sh`).
 
-#[path = "support/postgres.rs"]
+#[path = "../tests/support/postgres.rs"]
 mod pg_support;
 
 use std::path::Path;
@@ -27,8 +26,14 @@ fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-#[tokio::test]
-#[ignore = "benchmark: run explicitly"]
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(export_of_100k_related_rows_against_psql_copy());
+}
+
 async fn export_of_100k_related_rows_against_psql_copy() {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/crm");
     let pg = pg_support::shared();
