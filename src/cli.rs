@@ -2,11 +2,12 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
 use crate::telemetry::{self, LogFormat};
-use crate::{Error, Result, api, controller, dev};
+use crate::{Error, Result, api, controller, dev, runtime};
 
 #[derive(Debug, Parser)]
 #[command(name = "privacy-operator", version, about, long_about = None)]
@@ -34,6 +35,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per process: boxing the large `run` options would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the controller against the cluster in KUBECONFIG (or the in-cluster configuration).
@@ -110,9 +113,54 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 16)]
     pub concurrency: u16,
 
-    /// Reporting instance of Events (set to the Pod name).
+    /// Reporting instance of Events and identity in the leader Lease (set to the Pod name).
     #[arg(long, env = "POD_NAME")]
     pub instance: Option<String>,
+
+    /// Serve /metrics (Prometheus) on this address, e.g. 0.0.0.0:8080.
+    #[arg(long, value_name = "ADDR", env = "PRIVACY_OPERATOR_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
+    /// Serve /healthz and /readyz on this address, e.g. 0.0.0.0:8081.
+    #[arg(long, value_name = "ADDR", env = "PRIVACY_OPERATOR_HEALTH_ADDR")]
+    pub health_addr: Option<SocketAddr>,
+
+    /// Elect one active replica through a coordination.k8s.io Lease; the others wait.
+    #[arg(long, env = "PRIVACY_OPERATOR_LEADER_ELECT")]
+    pub leader_elect: bool,
+
+    /// Name of the leader Lease.
+    #[arg(
+        long,
+        default_value = "privacy-operator-leader",
+        env = "PRIVACY_OPERATOR_LEASE_NAME"
+    )]
+    pub lease_name: String,
+
+    /// Namespace of the leader Lease (default: the client's namespace, in-cluster the Pod's).
+    #[arg(long, env = "PRIVACY_OPERATOR_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+
+    /// How long a lease is valid without renewal (e.g. 15s).
+    #[arg(long, default_value = "15s", value_parser = parse_duration, env = "PRIVACY_OPERATOR_LEASE_DURATION")]
+    pub lease_duration: Duration,
+
+    /// How long the leader retries a failed renewal before it stops reconciling (e.g. 10s).
+    #[arg(long, default_value = "10s", value_parser = parse_duration, env = "PRIVACY_OPERATOR_RENEW_DEADLINE")]
+    pub renew_deadline: Duration,
+
+    /// How often the leader renews and standbys try to acquire (e.g. 2s).
+    #[arg(long, default_value = "2s", value_parser = parse_duration, env = "PRIVACY_OPERATOR_RETRY_PERIOD")]
+    pub retry_period: Duration,
+}
+
+/// A duration such as `15s`, `1m30s`, `500ms` or ISO 8601 `PT15S`.
+fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    let d: jiff::SignedDuration = s
+        .trim()
+        .parse()
+        .map_err(|e| format!("{s:?} is not a duration like 15s or 1m30s: {e}"))?;
+    Duration::try_from(d).map_err(|_| format!("{s:?} must not be negative"))
 }
 
 impl RunArgs {
@@ -151,6 +199,35 @@ impl RunArgs {
         config.instance = self.instance.clone();
         Ok(config)
     }
+
+    /// The runtime options these flags describe; `default_namespace` holds the Lease when no
+    /// --lease-namespace is given.
+    pub fn runtime_options(&self, default_namespace: &str) -> Result<runtime::Options> {
+        let leader_election = if self.leader_elect {
+            let identity = self.instance.clone().unwrap_or_default();
+            let lease = runtime::LeaseConfig {
+                name: self.lease_name.clone(),
+                namespace: self
+                    .lease_namespace
+                    .clone()
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or_else(|| default_namespace.to_string()),
+                identity,
+                lease_duration: self.lease_duration,
+                renew_deadline: self.renew_deadline,
+                retry_period: self.retry_period,
+            };
+            lease.validate()?;
+            Some(lease)
+        } else {
+            None
+        };
+        Ok(runtime::Options {
+            health_addr: self.health_addr,
+            metrics_addr: self.metrics_addr,
+            leader_election,
+        })
+    }
 }
 
 async fn run_controller(args: RunArgs) -> Result<()> {
@@ -158,11 +235,14 @@ async fn run_controller(args: RunArgs) -> Result<()> {
     let client = kube::Client::try_default()
         .await
         .map_err(|e| Error::KubeConfig(e.to_string()))?;
-    controller::run_until(
+    let options = args.runtime_options(client.default_namespace())?;
+    runtime::run(
         client,
         config,
         std::sync::Arc::new(controller::SystemClock),
+        options,
         shutdown_signal(),
+        None,
     )
     .await
 }
@@ -263,6 +343,63 @@ mod run_args_tests {
             controller::SaltSource::Secret { ref namespace, ref name, ref key }
                 if namespace == "privacy" && name == "salt" && key == "salt"
         ));
+    }
+
+    #[test]
+    fn runtime_flags_build_the_lease_and_endpoints() {
+        let a = parse(&[
+            "--worker-image",
+            "img:1",
+            "--salt",
+            "0123456789abcdef",
+            "--instance",
+            "pod-a",
+            "--leader-elect",
+            "--lease-duration",
+            "15s",
+            "--renew-deadline",
+            "10s",
+            "--retry-period",
+            "2s",
+            "--metrics-addr",
+            "0.0.0.0:8080",
+            "--health-addr",
+            "0.0.0.0:8081",
+        ]);
+        let o = a.runtime_options("operators").unwrap();
+        let lease = o.leader_election.expect("leader election on");
+        assert_eq!(lease.namespace, "operators");
+        assert_eq!(lease.name, "privacy-operator-leader");
+        assert_eq!(lease.identity, "pod-a");
+        assert_eq!(lease.lease_duration, Duration::from_secs(15));
+        assert_eq!(lease.retry_period, Duration::from_secs(2));
+        assert_eq!(o.metrics_addr, Some("0.0.0.0:8080".parse().unwrap()));
+        assert_eq!(o.health_addr, Some("0.0.0.0:8081".parse().unwrap()));
+
+        let off = parse(&["--worker-image", "img:1", "--salt", "0123456789abcdef"]);
+        assert!(off.runtime_options("x").unwrap().leader_election.is_none());
+        // Leader election needs an identity and sane timings.
+        let a = parse(&["--worker-image", "i", "--leader-elect"]);
+        assert!(a.runtime_options("x").is_err());
+        let a = parse(&[
+            "--worker-image",
+            "i",
+            "--instance",
+            "p",
+            "--leader-elect",
+            "--renew-deadline",
+            "20s",
+        ]);
+        assert!(a.runtime_options("x").is_err());
+    }
+
+    #[test]
+    fn durations_parse_like_the_chart_writes_them() {
+        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("-5s").is_err());
     }
 
     #[test]

@@ -275,7 +275,17 @@ pub async fn run_until(
         )
         .reconcile_all_on(clock.jumps())
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .run(
+            |dsr, ctx| async move {
+                // Feeds /metrics (runtime::metrics): count, duration, errors by reason.
+                let started = std::time::Instant::now();
+                let result = reconcile(dsr, ctx).await;
+                crate::runtime::metrics::record_reconcile(started.elapsed(), result.as_ref().err());
+                result
+            },
+            error_policy,
+            ctx,
+        )
         .for_each(|res| async move {
             match res {
                 Ok((obj, _)) => tracing::trace!(request = %obj, "reconciled"),
