@@ -15,6 +15,7 @@ use k8s_pb::api::coordination::v1 as coordination;
 use k8s_pb::api::core::v1 as core;
 use k8s_pb::api::events::v1 as events;
 use k8s_pb::api::policy::v1 as policy;
+use k8s_pb::apimachinery::pkg::apis::meta::v1::DeleteOptions;
 use k8s_pb::apimachinery::pkg::runtime::Unknown;
 
 use crate::protobuf_json::ToJson;
@@ -87,11 +88,18 @@ pub fn decode(body: &[u8]) -> Result<Value, ApiError> {
             format!("unsupported protobuf content encoding {enc:?}"),
         ));
     }
-    let Some((_, _, render)) = KINDS
-        .iter()
-        .find(|(v, k, _)| *v == api_version && *k == kind)
-    else {
-        return Err(unsupported_kind(&api_version, &kind));
+    // metav1.DeleteOptions is registered in every group-version, so client-go (e.g. Helm
+    // purging its release Secrets) sends it under the request's own apiVersion.
+    let render: Render = if kind == "DeleteOptions" {
+        render::<DeleteOptions>
+    } else {
+        match KINDS
+            .iter()
+            .find(|(v, k, _)| *v == api_version && *k == kind)
+        {
+            Some((_, _, render)) => *render,
+            None => return Err(unsupported_kind(&api_version, &kind)),
+        }
     };
     let raw = unknown.raw.unwrap_or_default();
     let body = render(&raw).map_err(|e| {

@@ -388,3 +388,23 @@ fn malformed_bodies_are_400() {
     );
     assert_eq!(decode(&bad_raw).unwrap_err().code, 400);
 }
+
+#[test]
+fn delete_options_decode_under_any_group_version() {
+    let opts = meta::DeleteOptions {
+        propagation_policy: Some("Foreground".into()),
+        preconditions: Some(meta::Preconditions {
+            uid: Some("u-1".into()),
+            resource_version: None,
+        }),
+        dry_run: vec!["All".into()],
+        ..Default::default()
+    };
+    for gv in ["v1", "apps/v1"] {
+        let v = decode(&envelope(gv, "DeleteOptions", &opts)).unwrap();
+        assert_eq!(v["kind"], "DeleteOptions");
+        assert_eq!(v["propagationPolicy"], "Foreground");
+        assert_eq!(v["preconditions"]["uid"], "u-1");
+        assert_eq!(v["dryRun"], json!(["All"]));
+    }
+}

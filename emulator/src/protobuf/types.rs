@@ -942,6 +942,13 @@ json_message!(meta::Condition {
     reason,
     message
 });
+json_message!(meta::DeleteOptions {
+    grace_period_seconds,
+    preconditions,
+    orphan_dependents,
+    propagation_policy,
+    dry_run
+});
 json_message!(meta::LabelSelector {
     match_labels,
     match_expressions
@@ -989,6 +996,10 @@ json_message!(meta::OwnerReference {
     uid,
     controller,
     block_owner_deletion
+});
+json_message!(meta::Preconditions {
+    uid,
+    resource_version
 });
 json_message!(meta::Status {
     metadata,

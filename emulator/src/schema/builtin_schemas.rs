@@ -5,7 +5,9 @@ use schemars::JsonSchema;
 use schemars::generate::{SchemaGenerator, SchemaSettings};
 use serde_json::{Map, Value};
 
-use k8s_openapi::api::{batch, coordination, core, events, rbac};
+use k8s_openapi::api::{
+    admissionregistration, apps, batch, coordination, core, events, networking, policy, rbac,
+};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiext;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 
@@ -50,6 +52,19 @@ pub fn add_builtin_kind(
         }
         ("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding") => {
             add::<rbac::v1::ClusterRoleBinding>(generator)
+        }
+        ("apps", "v1", "Deployment") => add::<apps::v1::Deployment>(generator),
+        ("policy", "v1", "PodDisruptionBudget") => {
+            add::<policy::v1::PodDisruptionBudget>(generator)
+        }
+        ("networking.k8s.io", "v1", "NetworkPolicy") => {
+            add::<networking::v1::NetworkPolicy>(generator)
+        }
+        ("admissionregistration.k8s.io", "v1", "ValidatingAdmissionPolicy") => {
+            add::<admissionregistration::v1::ValidatingAdmissionPolicy>(generator)
+        }
+        ("admissionregistration.k8s.io", "v1", "ValidatingAdmissionPolicyBinding") => {
+            add::<admissionregistration::v1::ValidatingAdmissionPolicyBinding>(generator)
         }
         ("apiextensions.k8s.io", "v1", "CustomResourceDefinition") => {
             add::<apiext::CustomResourceDefinition>(generator)
