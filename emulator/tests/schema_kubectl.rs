@@ -5,7 +5,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use emulator::Emulator;
 
@@ -154,21 +153,23 @@ fn cr(ns: &str, name: &str, spec: &str) -> String {
     )
 }
 
-/// Waits until `kubectl get dsr` is served (the CRD is established and discovered).
+/// Waits until the CRD is Established (kubectl's own watch on the condition), then checks that
+/// `kubectl get dsr` is served.
 fn wait_served(k: &Kubectl, ns: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let out = k.run(&["get", "dsr", "-n", ns]);
-        if out.status.success() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "CRD not served in time: {}",
-            stderr(&out)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let out = k.run(&[
+        "wait",
+        "--for=condition=Established",
+        "crd",
+        "--all",
+        "--timeout=20s",
+    ]);
+    assert!(
+        out.status.success(),
+        "CRD not established: {}",
+        stderr(&out)
+    );
+    let out = k.run(&["get", "dsr", "-n", ns]);
+    assert!(out.status.success(), "CRD not served: {}", stderr(&out));
 }
 
 fn scenario(bin: &str, kubeconfig: &Path, ns: &str) {
