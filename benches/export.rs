@@ -1,9 +1,13 @@
-//! Export throughput of the PostgreSQL connector against `psql \copy` of the same rows, side
-//! by side in one run (absolute times drift on these machines; the ratio is the figure).
-//! Run with `cargo bench --bench export` (needs PostgreSQL 15: `scripts/setup/postgres.sh`).
+//! Export throughput of the PostgreSQL connector into object storage (a real S3 server,
+//! s3s-fs, checking signatures) against `psql \copy` of the same rows to a file, side by side
+//! in one run (absolute times drift on these machines; the ratio is the figure).
+//! Run with `cargo bench --bench export` (needs PostgreSQL 15 and s3s-fs:
+//! `scripts/setup/postgres.sh`, `scripts/setup/s3.sh`).
 
 #[path = "../tests/support/postgres.rs"]
 mod pg_support;
+#[path = "../tests/support/s3.rs"]
+mod s3;
 
 use std::path::Path;
 use std::time::Instant;
@@ -63,6 +67,7 @@ async fn export_of_100k_related_rows_against_psql_copy() {
             namespace: "bench".into(),
             name: "bench".into(),
             digest: ids.digest(b"bench"),
+            uid: None,
         },
         step: JobStep::Export,
         system: SystemRef {
@@ -74,7 +79,13 @@ async fn export_of_100k_related_rows_against_psql_copy() {
         changes: vec![],
         purposes: vec![],
         hash_salt: None,
-        output: out.path().display().to_string(),
+        webhook: None,
+        quarantine: None,
+        quarantine_key: None,
+        credentials: Default::default(),
+        storage: s3::shared().target("bench"),
+        output: "exports/bench/bench/crm".into(),
+        recipient: None,
     };
 
     let rss_before = peak_rss_kib();
@@ -95,14 +106,58 @@ async fn export_of_100k_related_rows_against_psql_copy() {
     );
     let psql = start.elapsed();
     println!(
-        "export of {} rows: worker {:?}, psql \\copy {:?}, speed ratio {:.2} (>= 0.7 wanted); \
-         peak RSS of the test process {} MiB (was {} MiB before the export)",
+        "export of {} rows into S3 (s3s-fs): worker {:?}, psql \\copy to a file {:?}, speed ratio {:.2} (>= 0.7 wanted); \
+         peak RSS of the bench process {} MiB (was {} MiB before the export)",
         m.total_rows(),
         ours,
         psql,
         psql.as_secs_f64() / ours.as_secs_f64(),
         peak_rss_kib() / 1024,
         rss_before / 1024,
+    );
+    let local = Task {
+        storage: privacy_operator::storage::StorageTarget::new(format!(
+            "file://{}",
+            out.path().join("store").display()
+        )),
+        ..task.clone()
+    };
+    let start = Instant::now();
+    let m = run_task(&local, &Options::default()).await;
+    let to_disk = start.elapsed();
+    assert_eq!(m.outcome, Outcome::Succeeded, "{m:?}");
+    println!(
+        "export into a local-filesystem store: worker {to_disk:?}, ratio to psql \\copy {:.2}",
+        psql.as_secs_f64() / to_disk.as_secs_f64(),
+    );
+    let signed = Task {
+        storage: s3::shared()
+            .target("bench")
+            .with_option("aws_unsigned_payload", "false"),
+        output: "exports/bench/bench-signed/crm".into(),
+        ..task.clone()
+    };
+    let start = Instant::now();
+    let m = run_task(&signed, &Options::default()).await;
+    let t = start.elapsed();
+    assert_eq!(m.outcome, Outcome::Succeeded, "{m:?}");
+    println!(
+        "export into S3 with the payload hashed into the signature (aws_unsigned_payload=false): worker {t:?}, ratio to psql \\copy {:.2}",
+        psql.as_secs_f64() / t.as_secs_f64(),
+    );
+    let encrypted = Task {
+        output: "exports/bench/bench-age/crm".into(),
+        recipient: Some(age::x25519::Identity::generate().to_public().to_string()),
+        ..task.clone()
+    };
+    let start = Instant::now();
+    let m = run_task(&encrypted, &Options::default()).await;
+    let sealed = start.elapsed();
+    assert_eq!(m.outcome, Outcome::Succeeded, "{m:?}");
+    println!(
+        "age-encrypted export into S3: worker {sealed:?}, ratio to psql \\copy {:.2}; peak RSS {} MiB",
+        psql.as_secs_f64() / sealed.as_secs_f64(),
+        peak_rss_kib() / 1024,
     );
 
     // Erasure of the same subject: the purge (with its verification scans) against the

@@ -53,8 +53,9 @@ pub enum Command {
         reference: bool,
     },
 
-    /// Run on this machine without a cluster: a Kubernetes API emulator on loopback with the
-    /// CRDs installed. Writes DIR/kubeconfig for kubectl.
+    /// Run the whole product on this machine without a cluster: a Kubernetes API emulator on
+    /// loopback with the CRDs installed, the controller, a local job runner and a local
+    /// object store. Writes DIR/kubeconfig for kubectl.
     Dev(DevArgs),
 
     /// Run one worker task (started by the operator's Jobs).
@@ -99,6 +100,15 @@ pub struct RunArgs {
     /// Key of the salt in --salt-secret.
     #[arg(long, default_value = "salt", env = "PRIVACY_OPERATOR_SALT_KEY")]
     pub salt_key: String,
+
+    /// Create --salt-secret with a random salt when it does not exist (GitOps-safe: the salt
+    /// is made once, in the cluster, never rendered by a tool that would rotate it).
+    #[arg(
+        long,
+        env = "PRIVACY_OPERATOR_CREATE_SALT_SECRET",
+        requires = "salt_secret"
+    )]
+    pub create_salt_secret: bool,
 
     /// The salt itself (at least 16 bytes), instead of --salt-secret.
     #[arg(
@@ -152,6 +162,36 @@ pub struct RunArgs {
     /// How often the leader renews and standbys try to acquire (e.g. 2s).
     #[arg(long, default_value = "2s", value_parser = parse_duration, env = "PRIVACY_OPERATOR_RETRY_PERIOD")]
     pub retry_period: Duration,
+
+    /// Object storage for exports and worker results: s3://bucket/prefix, gs://bucket/prefix,
+    /// az://container/prefix or file:///dir. Credentials and endpoint come from the
+    /// environment object_store understands (AWS_*, GOOGLE_*, AZURE_*) and are handed to
+    /// workers. Without it, Access and Portability requests are refused.
+    #[arg(long, value_name = "URL", env = "PRIVACY_OPERATOR_STORAGE_URL")]
+    pub storage_url: Option<String>,
+
+    /// The Secret (NAMESPACE/NAME) holding the erasure ledger's HMAC key (hex, at least 16
+    /// bytes; not the salt). With --storage-url, every purge is recorded in the ledger and a
+    /// DataSystem restored from backup is replayed. Keep it forever: entries hashed with
+    /// another key cannot be replayed.
+    #[arg(
+        long,
+        value_name = "NAMESPACE/NAME",
+        env = "PRIVACY_OPERATOR_LEDGER_KEY_SECRET"
+    )]
+    pub ledger_key_secret: Option<String>,
+
+    /// Key of the ledger key in --ledger-key-secret.
+    #[arg(long, default_value = "key", env = "PRIVACY_OPERATOR_LEDGER_KEY_KEY")]
+    pub ledger_key_key: String,
+
+    /// Create --ledger-key-secret with a random key when it does not exist.
+    #[arg(
+        long,
+        env = "PRIVACY_OPERATOR_CREATE_LEDGER_KEY_SECRET",
+        requires = "ledger_key_secret"
+    )]
+    pub create_ledger_key_secret: bool,
 }
 
 /// A duration such as `15s`, `1m30s`, `500ms` or ISO 8601 `PT15S`.
@@ -176,6 +216,7 @@ impl RunArgs {
                     namespace: namespace.into(),
                     name: name.into(),
                     key: self.salt_key.clone(),
+                    create: self.create_salt_secret,
                 }
             }
             (None, None) => {
@@ -197,6 +238,25 @@ impl RunArgs {
         config.namespace = self.namespace.clone();
         config.concurrency = self.concurrency.max(1);
         config.instance = self.instance.clone();
+        if let Some(url) = self.storage_url.as_deref().filter(|u| !u.is_empty()) {
+            let target = crate::storage::StorageTarget::from_env(url)
+                .and_then(|t| t.validate().map(|()| t))
+                .map_err(|e| Error::Config(format!("--storage-url: {e}")))?;
+            config.storage = Some(target);
+        }
+        if let Some(secret) = &self.ledger_key_secret {
+            let (namespace, name) = secret.split_once('/').ok_or_else(|| {
+                Error::Config(format!(
+                    "--ledger-key-secret {secret:?} must be NAMESPACE/NAME"
+                ))
+            })?;
+            config.ledger_key = Some(crate::ledger::LedgerKeySource::Secret {
+                namespace: namespace.into(),
+                name: name.into(),
+                key: self.ledger_key_key.clone(),
+                create: self.create_ledger_key_secret,
+            });
+        }
         Ok(config)
     }
 
@@ -279,9 +339,18 @@ pub struct DevArgs {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:6443")]
     pub listen: SocketAddr,
 
-    /// Serve the API and the CRDs only; do not start the controller.
+    /// Serve the API and the CRDs only; do not start the controller nor the job runner.
     #[arg(long)]
     pub no_controller: bool,
+
+    /// Create a SQLite CRM with sample contacts (DIR/sample/crm.db), its DataSystem and a
+    /// RetentionPolicy with windows of seconds, to watch a whole erasure in a minute.
+    #[arg(long)]
+    pub with_sample_data: bool,
+
+    /// Worker Jobs run at once by the local job runner.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub jobs: usize,
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
@@ -340,7 +409,7 @@ mod run_args_tests {
         assert_eq!(c.worker.image, "img:1");
         assert!(matches!(
             c.salt,
-            controller::SaltSource::Secret { ref namespace, ref name, ref key }
+            controller::SaltSource::Secret { ref namespace, ref name, ref key, create: false }
                 if namespace == "privacy" && name == "salt" && key == "salt"
         ));
     }
@@ -408,5 +477,29 @@ mod run_args_tests {
         assert!(a.controller_config().is_err());
         let a = parse(&["--worker-image", "img:1", "--salt-secret", "no-slash"]);
         assert!(a.controller_config().is_err());
+    }
+
+    #[test]
+    fn the_ledger_key_comes_from_a_secret() {
+        let base = ["--worker-image", "img:1", "--salt", "0123456789abcdef"];
+        let c = parse(&base).controller_config().unwrap();
+        assert!(c.ledger_key.is_none());
+        let args: Vec<&str> = base
+            .iter()
+            .copied()
+            .chain(["--ledger-key-secret", "privacy/ledger"])
+            .collect();
+        let c = parse(&args).controller_config().unwrap();
+        assert!(matches!(
+            c.ledger_key,
+            Some(crate::ledger::LedgerKeySource::Secret { ref namespace, ref name, ref key, .. })
+                if namespace == "privacy" && name == "ledger" && key == "key"
+        ));
+        let args: Vec<&str> = base
+            .iter()
+            .copied()
+            .chain(["--ledger-key-secret", "ledger"])
+            .collect();
+        assert!(parse(&args).controller_config().is_err());
     }
 }

@@ -52,6 +52,11 @@ pub enum Error {
     #[error("cannot build the worker task: {0}")]
     TaskInput(String),
 
+    /// Object storage failed (reading a worker's manifest, writing the export bundle);
+    /// the reconcile is retried.
+    #[error("object storage: {0}")]
+    Storage(#[from] crate::storage::StorageError),
+
     /// This replica stopped leading (another took the Lease, or renewal failed past the
     /// renew deadline); the process exits so the Pod restarts as a standby.
     #[error("lost leadership: {0}")]

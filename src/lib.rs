@@ -6,8 +6,10 @@ pub mod cli;
 pub mod controller;
 pub mod dev;
 pub mod error;
+pub mod ledger;
 pub mod plan;
 pub mod runtime;
+pub mod storage;
 pub mod telemetry;
 pub mod worker;
 

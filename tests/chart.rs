@@ -615,6 +615,18 @@ fn deployment_carries_the_configuration() {
         env(d, "PRIVACY_OPERATOR_OBJECT_STORE_FORCE_PATH_STYLE"),
         Some("true")
     );
+    // What the operator reads: the storage URL and object_store's own variables.
+    assert_eq!(
+        env(d, "PRIVACY_OPERATOR_STORAGE_URL"),
+        Some("s3://privacy-exports")
+    );
+    assert_eq!(
+        env(d, "AWS_ENDPOINT"),
+        Some("https://minio.storage.svc:9000")
+    );
+    assert_eq!(env(d, "AWS_REGION"), Some("eu-west-1"));
+    assert_eq!(env(d, "AWS_ALLOW_HTTP"), None);
+    assert_eq!(env(d, "AWS_VIRTUAL_HOSTED_STYLE_REQUEST"), None);
     assert_eq!(
         env(d, "PRIVACY_OPERATOR_LOG_LEVEL"),
         Some("privacy_operator=debug")
@@ -872,18 +884,25 @@ fn rbac_is_least_privilege() {
         }
     }
 
-    // The salt: one Secret, by name, read only.
+    // The salt: one Secret, read by name; `create` (which cannot name) only so the operator
+    // can make it at first start (subjectSalt.generate, the default).
     let salt_role = role(&docs, "subject-salt");
     assert_eq!(salt_role["metadata"]["namespace"], NAMESPACE);
+    let read = (
+        String::new(),
+        "secrets".to_string(),
+        set(&["get"]),
+        Some(json!([format!("{RELEASE}-privacy-operator-subject-salt")])),
+    );
     assert_eq!(
         grants(&salt_role),
-        vec![(
-            String::new(),
-            "secrets".to_string(),
-            set(&["get"]),
-            Some(json!([format!("{RELEASE}-privacy-operator-subject-salt")]))
-        )]
+        vec![
+            read.clone(),
+            (String::new(), "secrets".to_string(), set(&["create"]), None)
+        ]
     );
+    let own_salt = render(&json!({"subjectSalt": {"generate": false}}));
+    assert_eq!(grants(&role(&own_salt, "subject-salt")), vec![read]);
 
     // Watched namespaces: Secrets and Jobs only there, through RoleBindings.
     let docs = render(&json!({"watchNamespaces": ["crm"]}));
@@ -1227,10 +1246,49 @@ fn notes_warn_about_a_missing_bucket() {
             .to_string()
     };
     assert!(notes(json!({})).contains("WARNING: objectStorage.bucket is empty"));
+    assert!(
+        notes(json!({"objectStorage": {"url": "gs://b/p"}})).contains("Object storage: gs://b/p")
+    );
     let configured =
         notes(json!({"objectStorage": {"bucket": "exports"}, "watchNamespaces": ["crm"]}));
     assert!(!configured.contains("WARNING"), "{configured}");
     assert!(configured.contains("Watching: crm"), "{configured}");
+}
+
+#[test]
+fn storage_url_is_built_from_the_values() {
+    let url = |values: Value| {
+        let docs = render(&values);
+        env(one_of(&docs, "Deployment"), "PRIVACY_OPERATOR_STORAGE_URL").map(str::to_string)
+    };
+    assert_eq!(url(json!({})), None);
+    assert_eq!(
+        url(json!({"objectStorage": {"bucket": "b", "prefix": "/privacy/"}})),
+        Some("s3://b/privacy".into())
+    );
+    assert_eq!(
+        url(json!({"objectStorage": {"provider": "gcs", "bucket": "b"}})),
+        Some("gs://b".into())
+    );
+    assert_eq!(
+        url(json!({"objectStorage": {"provider": "azure", "bucket": "c", "prefix": "p"}})),
+        Some("az://c/p".into())
+    );
+    assert_eq!(
+        url(json!({"objectStorage": {"provider": "filesystem", "bucket": "/var/lib/privacy"}})),
+        Some("file:///var/lib/privacy".into())
+    );
+    assert_eq!(
+        url(json!({"objectStorage": {"url": "s3://x/y", "bucket": "ignored"}})),
+        Some("s3://x/y".into())
+    );
+    let docs = render(&json!({"objectStorage": {"bucket": "b", "endpoint": "http://minio:9000"}}));
+    let d = one_of(&docs, "Deployment");
+    assert_eq!(env(d, "AWS_ALLOW_HTTP"), Some("true"));
+    let docs = render(&json!({"objectStorage": {"bucket": "b"}}));
+    let d = one_of(&docs, "Deployment");
+    assert_eq!(env(d, "AWS_VIRTUAL_HOSTED_STYLE_REQUEST"), Some("true"));
+    assert!(try_render(&json!({"objectStorage": {"url": "ftp://x"}})).is_err());
 }
 
 #[test]

@@ -302,3 +302,58 @@ async fn deleting_an_erasure_in_its_window_still_purges_before_it_goes() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rectification_carries_resolved_values_only_in_the_task_secret() {
+    let bench = Bench::start().await;
+    bench.put(data_system("crm", false));
+    bench.put(serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "new-values"},
+        "stringData": {"phone": "+447700900123"}
+    }));
+    let mut req = request("rectify-1", "Rectification");
+    req["spec"]["rectification"] = serde_json::json!({"changes": [
+        {"field": "last_name", "value": "Doe-Smith"},
+        {"field": "phone", "system": "crm", "table": "contacts",
+         "valueFrom": {"name": "new-values", "key": "phone"}},
+    ]});
+    bench.put(req);
+    let jobs = bench.wait_jobs("rectify-1", "rectify", 1).await;
+    let job = bench.jobs_api().get(&jobs[0]).await.unwrap();
+    let spec = serde_json::to_string(&job.spec).unwrap();
+    assert!(
+        !spec.contains("Doe-Smith") && !spec.contains("7700900123"),
+        "{spec}"
+    );
+    // The Job's task Secret is created right after the Job: running the Job waits for it.
+    bench.run_job(&jobs[0], true).await;
+    let secret = bench.secrets_api().get(&jobs[0]).await.unwrap();
+    let task =
+        privacy_operator::worker::task::Task::from_json(&secret.data.unwrap()["task.json"].0)
+            .expect("the worker accepts the task");
+    let mut changes: Vec<(String, Option<String>, String)> = task
+        .changes
+        .iter()
+        .map(|c| (c.field.clone(), c.table.clone(), c.value.clone()))
+        .collect();
+    changes.sort();
+    assert_eq!(
+        changes,
+        [
+            ("last_name".to_string(), None, "Doe-Smith".to_string()),
+            (
+                "phone".to_string(),
+                Some("contacts".to_string()),
+                "+447700900123".to_string()
+            ),
+        ]
+    );
+    bench.wait_condition("rectify-1", "Ready", "True").await;
+    let r = bench.requests().get("rectify-1").await.unwrap();
+    let status = serde_json::to_string(&r.status).unwrap();
+    assert!(
+        !status.contains("Doe-Smith") && !status.contains("7700900123"),
+        "{status}"
+    );
+}

@@ -60,7 +60,7 @@ fn loopback() -> Option<SocketAddr> {
 async fn leader_and_standby_runtimes() {
     a_leader_serves_probes_and_metrics_and_releases_its_lease_on_shutdown().await;
     a_standby_is_ready_and_shuts_down_without_touching_the_lease().await;
-    without_leader_election_the_process_leads_and_is_ready_once_the_api_answers().await;
+    without_leader_election_the_process_leads_creates_its_salt_and_is_ready_once_synced().await;
 }
 
 async fn a_leader_serves_probes_and_metrics_and_releases_its_lease_on_shutdown() {
@@ -220,7 +220,7 @@ async fn a_standby_is_ready_and_shuts_down_without_touching_the_lease() {
     );
 }
 
-async fn without_leader_election_the_process_leads_and_is_ready_once_the_api_answers() {
+async fn without_leader_election_the_process_leads_creates_its_salt_and_is_ready_once_synced() {
     let emu = common::start().await;
     install_crds(&emu);
     let client = common::client(&emu);
@@ -231,9 +231,25 @@ async fn without_leader_election_the_process_leads_and_is_ready_once_the_api_ans
     };
     let (bound_tx, bound_rx) = oneshot::channel::<Bound>();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    // The operator makes its salt Secret at first start (`--create-salt-secret`).
+    let mut config = controller_support::config();
+    config.salt = privacy_operator::controller::SaltSource::Secret {
+        namespace: "default".into(),
+        name: "subject-salt".into(),
+        key: "salt".into(),
+        create: true,
+    };
+    // A request already there: the request gauges count it once the cache has synced.
+    emu.create_or_replace(json!({
+        "apiVersion": "privacy-operator.dev/v1alpha1", "kind": "DataSubjectRequest",
+        "metadata": {"name": "access-m", "namespace": "default"},
+        "spec": {"type": "Access", "regulation": "GDPR",
+                 "subject": {"identifiers": {"email": "m@example.com"}}}
+    }))
+    .expect("request created");
     let run = tokio::spawn(runtime::run(
         client.clone(),
-        controller_support::config(),
+        config,
         Arc::new(SystemClock),
         options,
         async move {
@@ -244,6 +260,7 @@ async fn without_leader_election_the_process_leads_and_is_ready_once_the_api_ans
     let bound = bound_rx.await.expect("bound");
     let (health, metrics) = (bound.health.unwrap(), bound.metrics.unwrap());
     common::wait_for("ready", Duration::from_secs(10), || async {
+        assert!(!run.is_finished(), "the runtime stopped early");
         (get(health, "/readyz").await.0 == 200).then_some(())
     })
     .await;
@@ -252,6 +269,25 @@ async fn without_leader_election_the_process_leads_and_is_ready_once_the_api_ans
         body.lines().any(|l| l == "privacy_operator_leader 1"),
         "{body}"
     );
+    let salt = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), "default")
+        .get("subject-salt")
+        .await
+        .expect("the operator created the salt Secret");
+    let salt = salt.data.expect("data")["salt"].0.clone();
+    assert_eq!(salt.len(), 64, "32 random bytes, hex");
+    assert!(salt.iter().all(u8::is_ascii_hexdigit));
+    // Fed from the controller's cache (recomputed every few seconds).
+    common::wait_for("request gauge", Duration::from_secs(30), || async {
+        let (_, body) = get(metrics, "/metrics").await;
+        body.lines()
+            .any(|l| {
+                l.starts_with("privacy_operator_requests{")
+                    && l.contains("type=\"Access\"")
+                    && !l.ends_with(" 0")
+            })
+            .then_some(())
+    })
+    .await;
     stop_tx.send(()).expect("runtime listening");
     tokio::time::timeout(Duration::from_secs(10), run)
         .await

@@ -13,6 +13,7 @@ use pg_support::{Postgres, shared};
 use privacy_operator::api::DataSystemSpec;
 use privacy_operator::api::subject::IdentifierSet;
 use privacy_operator::plan::jobs::JobStep;
+use privacy_operator::storage::StorageTarget;
 use privacy_operator::worker::postgres::{MASK, Options};
 use privacy_operator::worker::task::{
     CONTRACT_VERSION, FieldChange, Manifest, Outcome, RequestRef, SystemRef, Task,
@@ -88,6 +89,7 @@ fn task(url: &str, step: JobStep, ids: IdentifierSet, out: &Path) -> Task {
             namespace: "shop".into(),
             name: "req-1".into(),
             digest: ids.digest(b"test"),
+            uid: None,
         },
         step,
         system: SystemRef {
@@ -99,7 +101,14 @@ fn task(url: &str, step: JobStep, ids: IdentifierSet, out: &Path) -> Task {
         changes: vec![],
         purposes: vec![],
         hash_salt: Some("pepper".into()),
-        output: out.display().to_string(),
+        webhook: None,
+        quarantine: None,
+        quarantine_key: None,
+        credentials: Default::default(),
+        // The output is the root of a local object store in `out`.
+        storage: StorageTarget::new(format!("file://{}", out.display())),
+        output: String::new(),
+        recipient: None,
     }
 }
 
@@ -850,4 +859,83 @@ async fn worker_process_killed_mid_purge_leaves_everything_in_place() {
     // The Job's next attempt completes.
     ok(&run(&t).await);
     assert_eq!(count(pg, db, "crm.contacts", "id = 7"), 0);
+}
+
+#[path = "support/s3.rs"]
+mod s3;
+
+/// A task writing into the shared S3 server below `prefix`.
+fn s3_task(url: &str, ids: IdentifierSet, prefix: &str) -> Task {
+    let mut t = task(url, JobStep::Export, ids, Path::new("/unused"));
+    t.storage = s3::shared().target("root");
+    t.output = prefix.into();
+    t
+}
+
+#[tokio::test]
+async fn export_streams_into_s3_with_the_manifest_last_and_encrypts_to_the_recipient() {
+    use std::io::Read;
+    let (_pg, url) = crm("export_s3");
+    let plain = s3_task(&url, email(JANE), "exports/shop/req-1/crm");
+    let m = worker::run_and_write(&plain, &Options::default())
+        .await
+        .unwrap();
+    ok(&m);
+    let store = privacy_operator::storage::Store::open(&plain.storage)
+        .unwrap()
+        .child(&plain.output);
+    let stored: Manifest =
+        serde_json::from_slice(&store.get("manifest.json").await.unwrap().unwrap()).unwrap();
+    assert_eq!(stored, m);
+    for f in &m.files {
+        let bytes = store.get(&f.path).await.unwrap().unwrap();
+        assert_eq!(f.sha256, hex::encode(Sha256::digest(&bytes)), "{}", f.path);
+    }
+
+    let identity = age::x25519::Identity::generate();
+    let mut sealed = s3_task(&url, email(JANE), "exports/shop/req-2/crm");
+    sealed.recipient = Some(identity.to_public().to_string());
+    let e = worker::run_and_write(&sealed, &Options::default())
+        .await
+        .unwrap();
+    ok(&e);
+    let sealed_store = privacy_operator::storage::Store::open(&sealed.storage)
+        .unwrap()
+        .child(&sealed.output);
+    assert_eq!(e.files.len(), m.files.len());
+    for (f, p) in e.files.iter().zip(&m.files) {
+        assert_eq!(f.path, format!("{}.age", p.path));
+        assert_eq!(f.records, p.records);
+        let bytes = sealed_store.get(&f.path).await.unwrap().unwrap();
+        assert_eq!(f.sha256, hex::encode(Sha256::digest(&bytes)));
+        let mut clear = Vec::new();
+        age::Decryptor::new(&bytes[..])
+            .unwrap()
+            .decrypt(std::iter::once(&identity as &dyn age::Identity))
+            .unwrap()
+            .read_to_end(&mut clear)
+            .unwrap();
+        assert_eq!(clear, store.get(&p.path).await.unwrap().unwrap());
+    }
+}
+
+#[tokio::test]
+async fn storage_down_fails_the_export_and_publishes_nothing() {
+    let (_pg, url) = crm("export_s3_down");
+    let mut server = s3::S3::start();
+    let mut t = task(&url, JobStep::Export, email(JANE), Path::new("/unused"));
+    t.storage = server.target("root").with_option("max_retries", "0");
+    t.output = "exports/shop/req-1/crm".into();
+    server.stop();
+    let m = run_task(&t, &Options::default()).await;
+    assert_eq!(m.outcome, Outcome::Failed);
+    assert_eq!(
+        m.reason.as_deref(),
+        Some("StorageUnreachable"),
+        "{}",
+        m.message
+    );
+    assert!(m.files.is_empty());
+    let e = worker::write_manifest(&t, &m).await.unwrap_err();
+    assert_eq!(e.reason, "StorageUnreachable");
 }

@@ -113,6 +113,7 @@ fn task(url: String, out: &Path) -> Task {
             namespace: "ns".into(),
             name: "tls".into(),
             digest: ids.digest(b"t"),
+            uid: None,
         },
         step: JobStep::Export,
         system: SystemRef {
@@ -124,7 +125,13 @@ fn task(url: String, out: &Path) -> Task {
         changes: vec![],
         purposes: vec![],
         hash_salt: None,
+        webhook: None,
+        quarantine: None,
+        quarantine_key: None,
+        credentials: Default::default(),
+        storage: Default::default(),
         output: out.display().to_string(),
+        recipient: None,
     }
 }
 

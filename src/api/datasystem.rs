@@ -220,25 +220,32 @@ pub struct ObjectStorageConnector {
 /// A prefix template: text with at least one `{identifier}` placeholder.
 pub const PREFIX_TEMPLATE: &str = r"^[^{}]*(\{(email|phone|userId|customerId|externalIds\.[A-Za-z][A-Za-z0-9_-]{0,62})\}[^{}]*)+$";
 
-/// A SaaS or processor HTTP API.
+/// A SaaS or processor HTTP API that implements the webhook contract
+/// (docs/connectors/http-webhook.md): signed, idempotent POSTs to `{baseURL}/export`, `/erase`,
+/// `/restore`, `/restrict` and `/rectify`, asynchronous completion polled at a status URL.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpConnector {
-    /// Base URL of the privacy endpoints (export, erase, restrict, status).
+    /// Base URL of the privacy endpoints (export, erase, restore, restrict, rectify). Status
+    /// URLs the processor hands out must be on the same scheme, host and port.
     #[serde(rename = "baseURL")]
     #[schemars(length(min = 1, max = 2048), regex(pattern = "^https?://[^\\s]+$"))]
     pub base_url: String,
     /// Secret key holding a bearer token sent as `Authorization: Bearer …`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_secret_ref: Option<SecretKeyReference>,
-    /// Secret key holding the shared secret that signs every call (HMAC-SHA256), so the
-    /// processor can check the call came from you.
+    /// Secret key holding the shared secret that signs every call (HMAC-SHA256 over
+    /// `<unix time>.<body>`, sent as `X-Privacy-Operator-Signature: t=…,v1=…`), so the
+    /// processor can check the call came from you and is fresh.
     pub hmac_secret_ref: SecretKeyReference,
-    /// How long one HTTP call may take. Defaults to 30s.
+    /// How long one call may take, retries of 429, 5xx and connection errors included.
+    /// Defaults to 30s.
     #[serde(default = "default_http_timeout")]
     pub timeout: Duration,
-    /// How often to poll the processor's status URL for asynchronous completion. Defaults
-    /// to 1h.
+    /// How often to check on a request the processor has accepted but not completed. A
+    /// worker polls the status URL at this interval for at most 15 minutes, then ends and is
+    /// run again after this interval (with the same idempotency key) until the processor
+    /// confirms. Defaults to 1h.
     #[serde(default = "default_poll_interval")]
     pub poll_interval: Duration,
 }

@@ -529,11 +529,72 @@ impl RetentionPolicySpec {
                 _ => {}
             }
         }
+        out.extend(self.grace_problems());
         for r in &self.rules {
             if r.older_than.is_zero() {
                 out.push(format!(
                     "rules[{}].olderThan is zero, which would expire everything; give a real age such as 180d",
                     r.name
+                ));
+            }
+        }
+        out
+    }
+}
+
+impl RetentionPolicySpec {
+    /// Grace periods that cannot all be honoured: zero-length windows that would act
+    /// immediately, and windows that end after a deadline this policy itself sets (an
+    /// erasure whose restore window or third-party confirmation ends after `respondWithin`
+    /// plus its extension would always be overdue).
+    fn grace_problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let g = &self.erasure;
+        if self.export_expiry.is_zero() {
+            out.push(
+                "exportExpiry is zero: exports would be deleted as soon as they are written; give a real period such as 7d"
+                    .to_string(),
+            );
+        }
+        if g.third_party_purge_within.is_zero() {
+            out.push(
+                "erasure.thirdPartyPurgeWithin is zero: no processor can confirm a purge instantly; give a real deadline such as 30d"
+                    .to_string(),
+            );
+        }
+        for d in &self.deadlines {
+            let extension = d
+                .extension
+                .clone()
+                .or_else(|| d.regulation.max_extension());
+            let limit = match &extension {
+                Some(ext) => format!("{} plus the {ext} extension", d.respond_within),
+                None => d.respond_within.to_string(),
+            };
+            let anchor: jiff::Timestamp = "2001-02-01T00:00:00Z"
+                .parse()
+                .expect("constant timestamp parses");
+            // The latest an erasure under this override may complete.
+            let due = extension
+                .as_ref()
+                .and_then(|e| e.after(d.respond_within.after(anchor).ok()?).ok())
+                .or_else(|| d.respond_within.after(anchor).ok());
+            let Some(due) = due else { continue };
+            let ends_after = |w: &Duration| w.after(anchor).map_or(true, |end| end > due);
+            if ends_after(&g.restore_window) {
+                out.push(format!(
+                    "erasure.restoreWindow ({}) ends after the {} deadline of deadlines[{}] ({limit}): every erasure would be purged late; shorten restoreWindow or lengthen respondWithin",
+                    g.restore_window,
+                    d.regulation.as_str(),
+                    d.regulation.as_str()
+                ));
+            }
+            if ends_after(&g.third_party_purge_within) {
+                out.push(format!(
+                    "erasure.thirdPartyPurgeWithin ({}) ends after the {} deadline of deadlines[{}] ({limit}): processors could confirm after the answer is due; shorten thirdPartyPurgeWithin or lengthen respondWithin",
+                    g.third_party_purge_within,
+                    d.regulation.as_str(),
+                    d.regulation.as_str()
                 ));
             }
         }
@@ -580,6 +641,38 @@ mod tests {
         assert_eq!(p.extension(Regulation::Gdpr).unwrap().as_str(), "P2M");
         assert_eq!(p.deadline(Regulation::Ccpa).as_str(), "45d");
         assert!(p.problems().is_empty());
+    }
+
+    #[test]
+    fn impossible_grace_periods_are_explained() {
+        let p: RetentionPolicySpec = serde_json::from_value(serde_json::json!({
+            "erasure": {"restoreWindow": "30d", "thirdPartyPurgeWithin": "0d"},
+            "exportExpiry": "0d",
+            "deadlines": [{"regulation": "LGPD", "respondWithin": "15d"}]
+        }))
+        .unwrap();
+        let problems = p.problems();
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems[0].contains("exportExpiry is zero"), "{problems:?}");
+        assert!(problems[1].contains("thirdPartyPurgeWithin is zero"));
+        assert!(
+            problems[2].contains("erasure.restoreWindow (30d) ends after the LGPD deadline"),
+            "{problems:?}"
+        );
+        // Processors given 30 days cannot confirm within LGPD's 15.
+        let lgpd: RetentionPolicySpec = serde_json::from_value(serde_json::json!({
+            "deadlines": [{"regulation": "LGPD", "respondWithin": "15d"}]
+        }))
+        .unwrap();
+        let problems = lgpd.problems();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("thirdPartyPurgeWithin (30d) ends after the LGPD deadline"));
+        // The defaults fit GDPR's deadline (one month, extendable by two).
+        let ok: RetentionPolicySpec = serde_json::from_value(serde_json::json!({
+            "deadlines": [{"regulation": "GDPR", "respondWithin": "P1M"}]
+        }))
+        .unwrap();
+        assert!(ok.problems().is_empty(), "{:?}", ok.problems());
     }
 
     #[test]

@@ -8,13 +8,9 @@ use k8s_openapi::api::batch::v1::Job;
 
 use crate::plan::{JobInfo, JobState, JobStep, labels};
 
-/// Annotation a worker may leave on its Job with the number of records it found or changed.
-/// TODO(workers issue): workers report through the object-store manifest; until the
-/// controller reads it, a Job's record count is only known when this annotation is set.
-pub const RECORDS_ANNOTATION: &str = "privacy-operator.dev/records";
-
 /// The planner's view of one of our Jobs; `None` when its labels do not say what it is
-/// (not created by this operator, or edited by hand), so it is left alone.
+/// (not created by this operator, or edited by hand), so it is left alone. The worker's
+/// result (records, failure reason) is added from its manifest by [`super::results`].
 pub fn job_info(job: &Job, now: Timestamp) -> Option<JobInfo> {
     let meta = &job.metadata;
     let l = meta.labels.as_ref()?;
@@ -29,6 +25,7 @@ pub fn job_info(job: &Job, now: Timestamp) -> Option<JobInfo> {
         created_at: meta.creation_timestamp.as_ref().map_or(now, |t| t.0),
         state: job_state(job, now),
         deleting: meta.deletion_timestamp.is_some(),
+        result: None,
     })
 }
 
@@ -48,16 +45,10 @@ pub fn job_state(job: &Job, now: Timestamp) -> JobState {
             .and_then(|s| s.completion_time.as_ref())
             .or(c.last_transition_time.as_ref())
             .map_or(now, |t| t.0);
-        let records = job
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(RECORDS_ANNOTATION))
-            .and_then(|v| v.parse::<i64>().ok())
-            .filter(|n| *n >= 0);
+        // Records come from the worker's manifest (super::results), not from the Job.
         return JobState::Succeeded {
             completed_at,
-            records,
+            records: None,
         };
     }
     if let Some(c) = terminal("Failed") {
@@ -108,7 +99,6 @@ mod tests {
                     labels::STEP: "export",
                     labels::ATTEMPT: "1",
                 },
-                "annotations": {RECORDS_ANNOTATION: "21"},
             },
             "status": status,
         }))
@@ -130,7 +120,7 @@ mod tests {
     }
 
     #[test]
-    fn complete_job_uses_completion_time_and_records() {
+    fn complete_job_uses_completion_time() {
         let j = job(json!({
             "completionTime": "2024-01-01T00:05:00Z",
             "conditions": [
@@ -142,7 +132,7 @@ mod tests {
             job_state(&j, now()),
             JobState::Succeeded {
                 completed_at: "2024-01-01T00:05:00Z".parse().unwrap(),
-                records: Some(21)
+                records: None
             }
         );
     }

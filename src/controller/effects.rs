@@ -12,7 +12,8 @@ use kube::{
 use serde_json::{Map, Value, json};
 
 use crate::api::{DataSubjectRequest, DataSubjectRequestStatus, IdentifierSet, RequestType};
-use crate::plan::{Action, Event, EventType, FINALIZER, JobRequest, JobState, Plan};
+use crate::plan::{Action, Event, EventType, FINALIZER, JobRequest, JobState, JobStep, Plan};
+use crate::storage::StorageTarget;
 use crate::{Error, Result};
 
 use super::{
@@ -20,7 +21,9 @@ use super::{
     gather::{self, Gathered},
     worker,
 };
-use crate::worker::task::{CONTRACT_VERSION, FieldChange, RequestRef, SystemRef, Task};
+use crate::worker::task::{
+    CONTRACT_VERSION, FieldChange, RequestRef, SystemRef, Task, WebhookSecrets,
+};
 
 /// One reconcile's effects, with what it learnt on the way.
 struct Effects<'a> {
@@ -65,6 +68,11 @@ pub(super) async fn apply(
     }
     fx.repair_missing_secrets().await?;
     if plan.status_changed {
+        // The ledger entry goes first: if it cannot be written, Purged is not recorded and
+        // the next pass appends again (same key, so at most once).
+        if crate::ledger::hook::purge_completing(dsr.status.as_ref(), &fx.status) {
+            fx.append_ledger().await?;
+        }
         fx.write_status().await?;
     }
     for action in after {
@@ -132,7 +140,23 @@ impl Effects<'_> {
             Action::AssembleExport {
                 systems,
                 integrations,
-            } => export::assemble(&mut self.status, systems, integrations),
+            } => {
+                let now = self.ctx.clock.now();
+                export::assemble(
+                    self.ctx.storage.as_ref(),
+                    export::Request {
+                        namespace: self.ns,
+                        name: &self.name(),
+                        spec: self.dsr.spec.export.as_ref(),
+                        jobs: &self.gathered.input.children.jobs,
+                        systems,
+                        integrations,
+                    },
+                    &mut self.status,
+                    now,
+                )
+                .await?
+            }
             Action::RecordEvent(event) => self.record_event(event).await,
         }
         Ok(())
@@ -312,6 +336,55 @@ impl Effects<'_> {
 
     /// The worker's task; reads the subject, rectification values and the system's
     /// connection Secret when needed.
+    /// Appends the purge to the erasure ledger (when the operator has one).
+    async fn append_ledger(&mut self) -> Result<()> {
+        let (Some(store), Some(key)) = (&self.ctx.storage, &self.ctx.ledger_key) else {
+            tracing::warn!(
+                request = %format!("{}/{}", self.ns, self.name()),
+                "purge not recorded in the erasure ledger: the operator has no object storage or ledger key"
+            );
+            return Ok(());
+        };
+        let subject = match self.subject.clone() {
+            Some(s) => s,
+            None => {
+                let s = gather::read_subject(self.ctx, self.dsr, self.ns)
+                    .await?
+                    .map_err(|p| Error::TaskInput(p.message()))?;
+                self.subject = Some(s.clone());
+                s
+            }
+        };
+        let specs = self
+            .gathered
+            .systems
+            .iter()
+            .map(|(n, s)| (n.clone(), s.spec.clone()))
+            .collect();
+        let name = self.name();
+        let uid = self.dsr.uid();
+        let request = crate::ledger::hook::PurgedRequest {
+            namespace: self.ns,
+            name: &name,
+            uid: uid.as_deref(),
+        };
+        let Some(entry) = crate::ledger::hook::entry(&request, &self.status, &specs, &subject, key)
+        else {
+            return Ok(());
+        };
+        let wrote = crate::ledger::Ledger::new(store.clone())
+            .append(&entry)
+            .await?;
+        tracing::info!(
+            request = %format!("{}/{name}", self.ns),
+            digest = %entry.subject.short(),
+            entry = %entry.key(),
+            wrote,
+            "purge recorded in the erasure ledger"
+        );
+        Ok(())
+    }
+
     async fn task(&mut self, req: &JobRequest) -> Result<Task> {
         let system = self.gathered.systems.get(&req.system).ok_or_else(|| {
             Error::TaskInput(format!("DataSystem {} is not in scope", req.system))
@@ -361,12 +434,53 @@ impl Effects<'_> {
             ),
             None => None,
         };
+        // Object storage: the credentials Secret's keys, named as environment variables.
+        let credentials = match system
+            .spec
+            .connector
+            .object_storage
+            .as_ref()
+            .and_then(|o| o.credentials_secret_ref.as_ref())
+        {
+            Some(r) => Api::<Secret>::namespaced(self.ctx.client.clone(), self.ns)
+                .get_opt(&r.name)
+                .await?
+                .and_then(|s| s.data)
+                .ok_or_else(|| {
+                    Error::TaskInput(format!(
+                        "Secret {} (the credentials of DataSystem {}) is missing or empty",
+                        r.name, req.system
+                    ))
+                })?
+                .into_iter()
+                .filter_map(|(k, v)| String::from_utf8(v.0).ok().map(|v| (k, v)))
+                .collect(),
+            None => Default::default(),
+        };
+        let webhook = match &system.spec.connector.http {
+            Some(http) => {
+                let what = format!("the webhook secrets of DataSystem {}", req.system);
+                let hmac_secret = self
+                    .secret_value(&http.hmac_secret_ref.name, &http.hmac_secret_ref.key, &what)
+                    .await?;
+                let bearer_token = match &http.auth_secret_ref {
+                    Some(r) => Some(self.secret_value(&r.name, &r.key, &what).await?),
+                    None => None,
+                };
+                Some(WebhookSecrets {
+                    hmac_secret,
+                    bearer_token,
+                })
+            }
+            None => None,
+        };
         Ok(Task {
             version: CONTRACT_VERSION.into(),
             request: RequestRef {
                 namespace: self.ns.to_string(),
                 name: self.name(),
                 digest: identifiers.digest(&self.ctx.salt),
+                uid: self.dsr.metadata.uid.clone(),
             },
             step: req.step,
             system: SystemRef {
@@ -376,14 +490,52 @@ impl Effects<'_> {
             connection,
             identifiers,
             changes,
-            purposes: spec.restricted_purposes.clone(),
+            // Under a ConsentPolicy, the purposes that reach this system (groups resolved).
+            purposes: match &self.gathered.input.context.purposes {
+                Some(plan) => plan.purposes_for(&req.system),
+                None => spec.restricted_purposes.clone(),
+            },
             hash_salt: Some(hex::encode(&self.ctx.salt)),
-            output: worker::output_location(
-                &self.ctx.config.worker.output_root,
-                self.ns,
-                &self.name(),
-                req,
-            ),
+            webhook,
+            // Restore archives and quarantined objects of this request and system.
+            quarantine: match req.step {
+                JobStep::SoftDelete | JobStep::Restore | JobStep::Purge => {
+                    Some(match &self.ctx.config.storage {
+                        Some(_) => format!("quarantine/{}/{}/{}", self.ns, self.name(), req.system),
+                        None => format!(
+                            "{}/quarantine/{}/{}/{}",
+                            self.ctx.config.worker.output_root.trim_end_matches('/'),
+                            self.ns,
+                            self.name(),
+                            req.system
+                        ),
+                    })
+                }
+                _ => None,
+            },
+            // Workers derive the quarantine key from hash_salt; set this to use a dedicated key.
+            quarantine_key: None,
+            credentials,
+            storage: self
+                .ctx
+                .config
+                .storage
+                .as_ref()
+                .map(StorageTarget::for_workers)
+                .unwrap_or_default(),
+            output: match &self.ctx.config.storage {
+                Some(_) => worker::result_prefix(self.ns, &self.name(), &req.system, req.step),
+                None => worker::output_location(
+                    &self.ctx.config.worker.output_root,
+                    self.ns,
+                    &self.name(),
+                    req,
+                ),
+            },
+            recipient: match req.step {
+                JobStep::Export => spec.export.as_ref().and_then(|e| e.recipient.clone()),
+                _ => None,
+            },
         })
     }
 

@@ -10,9 +10,10 @@ use k8s_openapi::api::{batch::v1::Job, core::v1::Secret};
 use kube::{Api, ResourceExt, api::ListParams, core::PartialObjectMeta};
 
 use crate::api::{
-    ConsentPolicy, DataSubjectRequest, DataSystem, IdentifierSet, RetentionPolicy,
-    RetentionPolicySpec, SubjectDigest,
+    ConsentPolicy, ConsentPolicySpec, DataSubjectRequest, DataSystem, IdentifierSet,
+    RetentionPolicy, RetentionPolicySpec, SubjectDigest,
 };
+use crate::plan::consent::NamespaceSystem;
 use crate::plan::{
     Children, Context as PlanContext, InFlightRequest, JobInfo, PlanInput, ReferenceProblem,
     RequestState, SystemInfo, label_value, labels,
@@ -56,10 +57,15 @@ pub(super) async fn gather(
         .into_iter()
         .filter(|j| controlled_by(j.metadata.owner_references.as_deref(), &uid))
         .collect();
-    let job_infos: Vec<JobInfo> = jobs
+    let mut job_infos: Vec<JobInfo> = jobs
         .iter()
         .filter_map(|j| children::job_info(j, now))
         .collect();
+    if let Some(store) = &ctx.storage {
+        ctx.results
+            .attach(store, ns, &request.name, &jobs, &mut job_infos)
+            .await?;
+    }
     let secrets: Vec<String> = Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), ns)
         .list_metadata(&ListParams::default().labels(&format!(
             "{}={}",
@@ -79,10 +85,18 @@ pub(super) async fn gather(
         .iter()
         .map(|e| e.name.as_str())
         .collect();
-    let systems: BTreeMap<String, DataSystem> = Api::<DataSystem>::namespaced(client.clone(), ns)
+    let all_systems = Api::<DataSystem>::namespaced(client.clone(), ns)
         .list(&ListParams::default())
         .await?
-        .items
+        .items;
+    let namespace_systems: Vec<NamespaceSystem> = all_systems
+        .iter()
+        .map(|s| NamespaceSystem {
+            name: s.name_any(),
+            labels: s.labels().clone(),
+        })
+        .collect();
+    let systems: BTreeMap<String, DataSystem> = all_systems
         .into_iter()
         .filter(|s| {
             // Systems recorded at acceptance stay in scope even if their labels change.
@@ -102,17 +116,38 @@ pub(super) async fn gather(
         })
         .collect();
 
-    let (policy, policy_name) = retention_policy(ctx, dsr, ns, &mut problems).await?;
-    if let Some(r) = &dsr.spec.consent_policy_ref
-        && Api::<ConsentPolicy>::namespaced(client.clone(), ns)
-            .get_opt(&r.name)
-            .await?
-            .is_none()
+    if ctx.storage.is_none()
+        && dsr.spec.type_.exports()
+        && !crate::plan::conditions::is_terminal(request.status.phase)
     {
-        problems.push(ReferenceProblem::ConsentPolicyNotFound {
-            name: r.name.clone(),
-        });
+        problems.push(ReferenceProblem::StorageNotConfigured);
     }
+    let (policy, policy_name) = retention_policy(ctx, dsr, ns, &mut problems).await?;
+    let purposes = match consent_policy(ctx, dsr, ns, &mut problems).await? {
+        Some((name, spec)) => {
+            // The scope as accepted, else what the selector matches now.
+            let in_scope: Vec<String> = if recorded.is_empty() {
+                systems.keys().cloned().collect()
+            } else {
+                recorded.iter().map(|s| s.to_string()).collect()
+            };
+            match crate::plan::consent::resolve(
+                &name,
+                &spec,
+                dsr.spec.type_,
+                &dsr.spec.restricted_purposes,
+                &namespace_systems,
+                &in_scope,
+            ) {
+                Ok(plan) => Some(plan),
+                Err(p) => {
+                    problems.extend(p);
+                    None
+                }
+            }
+        }
+        None => None,
+    };
 
     // The subject Secret is read until the request is accepted (its digest is then in
     // status); later reads happen only when a worker needs the identifiers.
@@ -147,6 +182,7 @@ pub(super) async fn gather(
                 problems,
                 subject_digest,
                 in_flight,
+                purposes,
             },
             children: Children {
                 jobs: job_infos,
@@ -183,6 +219,35 @@ async fn retention_policy(
             (RetentionPolicySpec::default(), None)
         }
     })
+}
+
+/// The ConsentPolicy of a request that stops processing: the referenced one, else the
+/// namespace's `default` when there is one. `None` for other request types, and without a
+/// policy (the request's purposes then go to every system as written).
+async fn consent_policy(
+    ctx: &Context,
+    dsr: &DataSubjectRequest,
+    ns: &str,
+    problems: &mut Vec<ReferenceProblem>,
+) -> Result<Option<(String, ConsentPolicySpec)>> {
+    let referenced = dsr.spec.consent_policy_ref.as_ref().map(|r| r.name.clone());
+    if referenced.is_none() && !dsr.spec.type_.restricts() {
+        return Ok(None);
+    }
+    let wanted = referenced.clone().unwrap_or_else(|| "default".into());
+    match Api::<ConsentPolicy>::namespaced(ctx.client.clone(), ns)
+        .get_opt(&wanted)
+        .await?
+    {
+        Some(p) if dsr.spec.type_.restricts() => Ok(Some((wanted, p.spec))),
+        Some(_) => Ok(None),
+        None => {
+            if let Some(name) = referenced {
+                problems.push(ReferenceProblem::ConsentPolicyNotFound { name });
+            }
+            Ok(None)
+        }
+    }
 }
 
 /// The subject's identifiers: inline, or from the referenced Secret. The inner error is a

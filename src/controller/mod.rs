@@ -19,9 +19,14 @@
 
 pub mod children;
 pub mod clock;
+pub mod consent;
 mod effects;
-mod export;
+pub mod export;
 mod gather;
+pub mod keys;
+pub mod observe;
+pub mod results;
+mod retention;
 pub mod worker;
 
 use std::collections::HashMap;
@@ -30,7 +35,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::{batch::v1::Job, core::v1::Secret};
+use k8s_openapi::api::batch::v1::Job;
 use kube::{
     Api, Client, ResourceExt,
     runtime::{
@@ -76,6 +81,15 @@ pub struct Config {
     pub error_backoff: Duration,
     /// Longest retry delay after failed reconciles.
     pub max_error_backoff: Duration,
+    /// Set to true once the controller's request cache has synced (drives `/readyz`).
+    pub synced: Option<Arc<tokio::sync::watch::Sender<bool>>>,
+    /// The object storage workers write to and exports are assembled in (the root below
+    /// which `exports/`, `results/`, `quarantine/` live). `None`: Access and Portability
+    /// requests are refused with StorageNotConfigured, other workers write to their Pod.
+    pub storage: Option<crate::storage::StorageTarget>,
+    /// The erasure ledger's HMAC key. `None`: purges are not recorded in the ledger and
+    /// restored systems cannot be replayed (their status says so).
+    pub ledger_key: Option<crate::ledger::LedgerKeySource>,
 }
 
 impl Config {
@@ -91,6 +105,9 @@ impl Config {
             max_requeue: Duration::from_secs(3600),
             error_backoff: Duration::from_millis(500),
             max_error_backoff: Duration::from_secs(300),
+            synced: None,
+            storage: None,
+            ledger_key: None,
         }
     }
 }
@@ -106,6 +123,8 @@ pub enum SaltSource {
         namespace: String,
         name: String,
         key: String,
+        /// Create the Secret with a random salt when it does not exist.
+        create: bool,
     },
 }
 
@@ -117,7 +136,8 @@ impl std::fmt::Debug for SaltSource {
                 namespace,
                 name,
                 key,
-            } => write!(f, "Secret({namespace}/{name}, key {key})"),
+                create,
+            } => write!(f, "Secret({namespace}/{name}, key {key}, create {create})"),
         }
     }
 }
@@ -130,25 +150,8 @@ impl SaltSource {
                 namespace,
                 name,
                 key,
-            } => {
-                let secret = Api::<Secret>::namespaced(client.clone(), namespace)
-                    .get_opt(name)
-                    .await?
-                    .ok_or_else(|| {
-                        Error::Config(format!(
-                            "the subject salt Secret {namespace}/{name} does not exist; create it with a random key {key:?}"
-                        ))
-                    })?;
-                secret
-                    .data
-                    .and_then(|mut d| d.remove(key))
-                    .map(|b| b.0)
-                    .ok_or_else(|| {
-                        Error::Config(format!(
-                            "the subject salt Secret {namespace}/{name} has no key {key:?}"
-                        ))
-                    })?
-            }
+                create,
+            } => keys::get_or_create(client, "subject salt", namespace, name, key, *create).await?,
         };
         if salt.len() < 16 {
             return Err(Error::Config(
@@ -176,6 +179,14 @@ pub struct Context {
     /// it would redo work already recorded (and lose a 409 race), so it waits for the watch
     /// event.
     superseded: Mutex<HashMap<ObjectRef<DataSubjectRequest>, Vec<String>>>,
+    /// Jobs awaiting their outcome, for the Job outcome metric.
+    outcomes: observe::JobOutcomes,
+    /// The object storage of [`Config::storage`], opened once.
+    storage: Option<crate::storage::Store>,
+    /// Workers' manifests read so far.
+    results: results::Results,
+    /// The erasure ledger's key; with `storage`, purges are appended to the ledger.
+    ledger_key: Option<crate::ledger::LedgerKey>,
 }
 
 impl Context {
@@ -214,6 +225,43 @@ pub async fn run_until(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<()> {
     let salt = config.salt.load(&client).await?;
+    // One shutdown signal for every controller of the operator.
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
+    let retention = retention::run(
+        client.clone(),
+        config.clone(),
+        clock.clone(),
+        salt.clone(),
+        shutdown.clone(),
+    );
+    let storage = config
+        .storage
+        .as_ref()
+        .map(crate::storage::Store::open)
+        .transpose()
+        .map_err(|e| Error::Config(format!("object storage: {e}")))?;
+    let ledger_key = match &config.ledger_key {
+        Some(source) => Some(source.load(&client).await?),
+        None => None,
+    };
+    // Consent sweeps and ledger replays: scheduled work beside the requests.
+    let scheduled = consent::Scheduled {
+        client: client.clone(),
+        clock: clock.clone(),
+        config: config.clone(),
+        storage: storage.clone(),
+        salt: salt.clone(),
+        ledger_key: ledger_key.clone(),
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: MANAGER.into(),
+                instance: config.instance.clone(),
+            },
+        ),
+    };
+    let consent_done = consent::run_until(scheduled.clone(), shutdown.clone());
+    let replays_done = crate::ledger::controller::run_until(scheduled, shutdown.clone());
     let ns = config.namespace.as_deref();
     let requests: Api<DataSubjectRequest> = api(&client, ns);
     let jobs: Api<Job> = api(&client, ns);
@@ -232,6 +280,20 @@ pub async fn run_until(
         requests: store.clone(),
         failures: Mutex::default(),
         superseded: Mutex::default(),
+        outcomes: observe::JobOutcomes::default(),
+        storage: storage.clone(),
+        ledger_key: ledger_key.clone(),
+        results: results::Results::default(),
+    });
+    let gauges = observe::spawn_gauges(store.clone());
+    let synced = config.synced.clone().map(|tx| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            if observe::synced(&store).await {
+                tracing::info!("request cache synced");
+                let _ = tx.send(true);
+            }
+        })
     });
     let (s1, s2, s3) = (store.clone(), store.clone(), store);
     tracing::info!(
@@ -239,7 +301,7 @@ pub async fn run_until(
         worker_image = %config.worker.image,
         "starting the DataSubjectRequest controller"
     );
-    controller
+    let requests_done = controller
         .with_config(kcontroller::Config::default().concurrency(config.concurrency))
         .owns(jobs, watcher::Config::default().labels(labels::REQUEST))
         .watches(
@@ -266,10 +328,11 @@ pub async fn run_until(
             move |p| {
                 let name = p.name_any();
                 waiting_in_namespace(&s3, p.namespace().as_deref(), |r| {
-                    r.spec
-                        .consent_policy_ref
-                        .as_ref()
-                        .is_some_and(|rf| rf.name == name)
+                    match &r.spec.consent_policy_ref {
+                        Some(rf) => rf.name == name,
+                        // Requests that stop processing use the namespace's `default`.
+                        None => name == "default" && r.spec.type_.restricts(),
+                    }
                 })
             },
         )
@@ -293,8 +356,22 @@ pub async fn run_until(
                 Err(kcontroller::Error::ReconcilerFailed(..)) => {}
                 Err(e) => tracing::warn!(error = %e, "controller"),
             }
-        })
-        .await;
+        });
+    // All stop on the same signal; dropping this future (an aborted task) stops them all.
+    let (_, _, consent, replays) =
+        futures::future::join4(requests_done, retention, consent_done, replays_done).await;
+    for (what, result) in [
+        ("ConsentPolicy", consent),
+        ("erasure-ledger replay", replays),
+    ] {
+        if let Err(e) = result {
+            tracing::error!(error = %e, "the {what} controller stopped");
+        }
+    }
+    gauges.abort();
+    if let Some(synced) = synced {
+        synced.abort();
+    }
     Ok(())
 }
 
@@ -349,8 +426,20 @@ async fn reconcile(dsr: Arc<DataSubjectRequest>, ctx: Arc<Context>) -> Result<Ac
             "applying plan"
         );
     }
+    ctx.outcomes.observe(&ns, &gathered.input.children.jobs);
     let superseded = effects::apply(&ctx, &dsr, &ns, &gathered, &plan).await?;
     let gone = plan.actions.contains(&plan::Action::RemoveFinalizer);
+    for action in &plan.actions {
+        if let plan::Action::CreateJob(job) = action {
+            ctx.outcomes.created(&ns, &job.name);
+        }
+    }
+    if plan.status_changed {
+        observe::completion(dsr.status.as_ref(), &plan.status);
+    }
+    if gone {
+        ctx.outcomes.forget(&ns, &gathered.input.children.jobs);
+    }
     if superseded.is_empty() || gone {
         ctx.superseded().remove(&key);
     } else {

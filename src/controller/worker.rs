@@ -23,8 +23,8 @@ use k8s_openapi::{
 use serde_json::json;
 
 use crate::api::{DataSystemSpec, datasystem::ConnectorType};
-use crate::plan::{JobRequest, label_value, labels};
-use crate::worker::{TASK_ENV, task::Task};
+use crate::plan::{JobRequest, JobStep, label_value, labels};
+use crate::worker::TASK_ENV;
 
 /// Where the task Secret is mounted in the worker.
 pub const TASK_DIR: &str = "/var/run/privacy-operator/task";
@@ -53,7 +53,23 @@ pub struct WorkerSettings {
 /// Default [`WorkerSettings::output_root`].
 pub const OUTPUT_ROOT: &str = "/var/run/privacy-operator/out";
 
-/// Where the task of `job` writes: one directory per request, system and step.
+/// Where the task of `job` writes in object storage (a key prefix below the operator's
+/// storage root): an export goes where the bundle is assembled,
+/// `exports/<ns>/<request>/<system>`; every other step to
+/// `results/<ns>/<request>/<system>/<step>`, so the manifests of a request's steps never
+/// overwrite each other. Attempts of one step share the location: the latest wins.
+pub fn result_prefix(namespace: &str, request: &str, system: &str, step: JobStep) -> String {
+    match step {
+        JobStep::Export => format!("{}/{namespace}/{request}/{system}", EXPORTS),
+        _ => format!("results/{namespace}/{request}/{system}/{}", step.as_str()),
+    }
+}
+
+/// Prefix of export bundles below the storage root: `exports/<ns>/<request>/`.
+pub const EXPORTS: &str = "exports";
+
+/// Where the task of `job` writes without object storage: one directory per request, system
+/// and step below `root` in the worker's Pod (results are not read back).
 pub fn output_location(root: &str, namespace: &str, request: &str, job: &JobRequest) -> String {
     format!(
         "{}/{namespace}/{request}/{}/{}",
@@ -85,7 +101,26 @@ pub fn job_manifest(
     system: &DataSystemSpec,
     settings: &WorkerSettings,
 ) -> Result<Job, serde_json::Error> {
-    let labels = job_labels(request, job);
+    worker_job(
+        namespace,
+        &job.name,
+        job_labels(request, job),
+        owner,
+        system,
+        settings,
+    )
+}
+
+/// A worker Job named `name` with `labels` (also on its Pods), owned (as controller) by
+/// `owner`: the Job of a request ([`job_manifest`]) or of a retention run.
+pub fn worker_job(
+    namespace: &str,
+    name: &str,
+    labels: BTreeMap<String, String>,
+    owner: OwnerReference,
+    system: &DataSystemSpec,
+    settings: &WorkerSettings,
+) -> Result<Job, serde_json::Error> {
     let task_path = format!("{TASK_DIR}/{TASK_KEY}");
     let custom = system
         .connector
@@ -146,7 +181,7 @@ pub fn job_manifest(
         },
         "containers": [container],
         "volumes": [
-            {"name": "task", "secret": {"secretName": job.name, "defaultMode": 0o440}},
+            {"name": "task", "secret": {"secretName": name, "defaultMode": 0o440}},
             {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
             {"name": "out", "emptyDir": {}},
         ],
@@ -158,7 +193,7 @@ pub fn job_manifest(
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
-            "name": job.name,
+            "name": name,
             "namespace": namespace,
             "labels": labels,
             "ownerReferences": [owner],
@@ -180,7 +215,7 @@ pub fn secret_manifest(
     job_name: &str,
     labels: BTreeMap<String, String>,
     owner: OwnerReference,
-    task: &Task,
+    task: &impl serde::Serialize,
 ) -> Result<Secret, serde_json::Error> {
     Ok(Secret {
         metadata: ObjectMeta {
@@ -225,7 +260,7 @@ mod tests {
     use super::*;
     use crate::api::IdentifierSet;
     use crate::plan::JobStep;
-    use crate::worker::task::{CONTRACT_VERSION, FieldChange, RequestRef, SystemRef};
+    use crate::worker::task::{CONTRACT_VERSION, FieldChange, RequestRef, SystemRef, Task};
 
     const EMAIL: &str = "jane.doe@example.com";
 
@@ -284,6 +319,7 @@ mod tests {
                 namespace: "ns".into(),
                 name: "r".into(),
                 digest: identifiers.digest(b"salt"),
+                uid: None,
             },
             step: JobStep::Rectify,
             system: SystemRef {
@@ -299,7 +335,13 @@ mod tests {
             }],
             purposes: vec![],
             hash_salt: None,
+            webhook: None,
+            quarantine: None,
+            quarantine_key: None,
+            credentials: Default::default(),
+            storage: Default::default(),
             output: output_location(OUTPUT_ROOT, "ns", "r", &req()),
+            recipient: None,
         }
     }
 

@@ -46,10 +46,19 @@ pub enum JobStep {
     Rectify,
     /// Stop processing for the named purposes.
     Restrict,
+    /// A scheduled retention rule's run on one system (owned by a RetentionPolicy, not a
+    /// request): purge or anonymise the rows older than the rule's age, in batches.
+    RetentionRun,
+    /// A ConsentPolicy's stale-consent sweep (owned by the policy, not a request): mark
+    /// consent older than each purpose's reconsentAfter as expired.
+    ConsentSweep,
+    /// An erasure-ledger replay on a DataSystem restored from backup (owned by the
+    /// DataSystem): erase again every subject erased after the backup was taken.
+    LedgerReplay,
 }
 
 impl JobStep {
-    pub const ALL: [JobStep; 7] = [
+    pub const ALL: [JobStep; 10] = [
         JobStep::Export,
         JobStep::SoftDelete,
         JobStep::Restore,
@@ -57,6 +66,9 @@ impl JobStep {
         JobStep::ThirdPartyPurge,
         JobStep::Rectify,
         JobStep::Restrict,
+        JobStep::RetentionRun,
+        JobStep::ConsentSweep,
+        JobStep::LedgerReplay,
     ];
 
     /// The label value and the worker's task name.
@@ -69,6 +81,9 @@ impl JobStep {
             JobStep::ThirdPartyPurge => "third-party-purge",
             JobStep::Rectify => "rectify",
             JobStep::Restrict => "restrict",
+            JobStep::RetentionRun => "retention-run",
+            JobStep::ConsentSweep => "consent-sweep",
+            JobStep::LedgerReplay => "ledger-replay",
         }
     }
 
@@ -87,6 +102,9 @@ impl JobStep {
             JobStep::ThirdPartyPurge => "tppurge",
             JobStep::Rectify => "rectify",
             JobStep::Restrict => "restrict",
+            JobStep::RetentionRun => "retention",
+            JobStep::ConsentSweep => "sweep",
+            JobStep::LedgerReplay => "replay",
         }
     }
 
@@ -100,6 +118,9 @@ impl JobStep {
             JobStep::Purge | JobStep::ThirdPartyPurge => Step::Purge,
             JobStep::Rectify => Step::Rectify,
             JobStep::Restrict => Step::Restrict,
+            // Never part of a request; the closest request step for completeness.
+            JobStep::RetentionRun | JobStep::LedgerReplay => Step::Purge,
+            JobStep::ConsentSweep => Step::Restrict,
         }
     }
 
@@ -113,6 +134,9 @@ impl JobStep {
             JobStep::ThirdPartyPurge => "third-party purge",
             JobStep::Rectify => "rectification",
             JobStep::Restrict => "restriction",
+            JobStep::RetentionRun => "retention run",
+            JobStep::ConsentSweep => "stale-consent sweep",
+            JobStep::LedgerReplay => "erasure-ledger replay",
         }
     }
 }

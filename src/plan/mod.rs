@@ -45,6 +45,7 @@
 
 mod accept;
 pub mod conditions;
+pub mod consent;
 mod deletion;
 mod erasure;
 mod export;
@@ -52,6 +53,7 @@ pub mod jobs;
 mod model;
 mod modify;
 mod planner;
+pub mod retention;
 mod step;
 pub mod timeline;
 

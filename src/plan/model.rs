@@ -83,6 +83,10 @@ pub struct Context {
     /// Other requests of the same type for the same digest that are still in flight (not
     /// complete, failed or themselves duplicates). Excludes this request.
     pub in_flight: Vec<InFlightRequest>,
+    /// Restriction, Objection and ConsentWithdrawal under a ConsentPolicy: the purposes
+    /// resolved and the systems they reach (see [`super::consent::resolve`]). `None` without
+    /// a policy: the request's purposes go to every system in scope as written.
+    pub purposes: Option<super::consent::PurposePlan>,
 }
 
 /// A DataSystem in scope, as far as the planner cares.
@@ -130,6 +134,28 @@ pub enum ReferenceProblem {
     DataSystemNotFound { name: String },
     /// The selector matches no DataSystem.
     NoDataSystems,
+    /// The request exports data (Access, Portability) but the operator has no object
+    /// storage configured to put the bundle in.
+    StorageNotConfigured,
+    /// restrictedPurposes names purposes (or groups) the ConsentPolicy does not define.
+    UnknownPurposes {
+        policy: String,
+        names: Vec<String>,
+        known: Vec<String>,
+    },
+    /// restrictedPurposes names purposes whose lawful basis the request type cannot stop
+    /// (e.g. withdrawing consent from a purpose based on legitimate interests).
+    PurposesNotApplicable {
+        policy: String,
+        names: Vec<String>,
+        type_: crate::api::RequestType,
+    },
+    /// A purpose action of the ConsentPolicy names a DataSystem that does not exist.
+    ConsentActionSystemNotFound {
+        policy: String,
+        purpose: String,
+        system: String,
+    },
 }
 
 impl ReferenceProblem {
@@ -144,6 +170,10 @@ impl ReferenceProblem {
             ReferenceProblem::ValueSecretNotFound { .. } => "ValueSecretNotFound",
             ReferenceProblem::DataSystemNotFound { .. } => "DataSystemNotFound",
             ReferenceProblem::NoDataSystems => "NoDataSystems",
+            ReferenceProblem::StorageNotConfigured => "StorageNotConfigured",
+            ReferenceProblem::UnknownPurposes { .. } => "UnknownPurposes",
+            ReferenceProblem::PurposesNotApplicable { .. } => "PurposesNotApplicable",
+            ReferenceProblem::ConsentActionSystemNotFound { .. } => "ConsentActionSystemNotFound",
         }
     }
 
@@ -172,6 +202,39 @@ impl ReferenceProblem {
                 "DataSystem {name} not found in this namespace; create it or remove it from the request"
             ),
             ReferenceProblem::NoDataSystems => "no DataSystem in this namespace matches spec.systems; create one or fix the selector".to_string(),
+            ReferenceProblem::StorageNotConfigured => "the operator has no object storage for export bundles; configure it (Helm value storage.url, or --storage-url) and the request continues".to_string(),
+            ReferenceProblem::UnknownPurposes {
+                policy,
+                names,
+                known,
+            } => format!(
+                "ConsentPolicy {policy} defines no purpose or group named {}; use one of {}, a group, or all",
+                names.join(", "),
+                known.join(", ")
+            ),
+            ReferenceProblem::PurposesNotApplicable {
+                policy,
+                names,
+                type_,
+            } => {
+                let hint = match type_ {
+                    crate::api::RequestType::ConsentWithdrawal => {
+                        "only purposes with lawfulBasis Consent can be withdrawn; use type Objection or Restriction for the others"
+                    }
+                    _ => "objection applies to purposes based on LegitimateInterests, PublicTask or Consent; use type Restriction for the others",
+                };
+                format!(
+                    "{} in ConsentPolicy {policy}: {hint}",
+                    names.join(", ")
+                )
+            }
+            ReferenceProblem::ConsentActionSystemNotFound {
+                policy,
+                purpose,
+                system,
+            } => format!(
+                "ConsentPolicy {policy} purpose {purpose} has an action on DataSystem {system}, which does not exist in this namespace; create it or fix the policy"
+            ),
         }
     }
 }
@@ -196,6 +259,10 @@ pub struct JobInfo {
     pub state: JobState,
     /// metadata.deletionTimestamp is set.
     pub deleting: bool,
+    /// The worker's result manifest, once the Job finished and the controller read it from
+    /// object storage (outcome, reason, message, counts, files, purge verification). `state`
+    /// already reflects it (records, failure reason, AwaitingConfirmation).
+    pub result: Option<std::sync::Arc<crate::worker::task::Manifest>>,
 }
 
 /// Where a Job stands.
@@ -212,6 +279,19 @@ pub enum JobState {
         /// worker's result code. Sanitised before use; never a free-text message.
         reason: String,
         failed_at: Timestamp,
+    },
+    /// The worker's manifest says outcome `Pending`: the system (an HTTP processor) accepted
+    /// the work but had not confirmed it when the worker stopped waiting. Not a failure: the
+    /// step is run again at `recheck_at` (the same idempotency key makes the rerun a status
+    /// check), spending no retry budget. The controller sets this from the latest attempt's
+    /// manifest whatever the Job's own condition; an earlier attempt that ended so shows as
+    /// Succeeded (its worker exited 0), which the planner understands.
+    AwaitingConfirmation {
+        /// When the Job finished.
+        checked_at: Timestamp,
+        /// The manifest's `retryAfter`; `None`: [`super::step::DEFAULT_RECHECK`] after
+        /// `checked_at`.
+        recheck_at: Option<Timestamp>,
     },
 }
 

@@ -4,7 +4,7 @@
 use crate::api::{
     RequestType,
     conditions::{Status, types},
-    request::{RequestPhase, Step, SystemPhase, SystemProgress},
+    request::{RequestPhase, SystemPhase, SystemProgress},
 };
 
 use super::{
@@ -39,19 +39,34 @@ pub(crate) fn run(p: &mut Planner) -> Outcome {
     let mut pending = false;
     let mut done = 0;
     for (name, third_party) in &systems {
-        if rectify && !rectifies(p, name) {
+        let skip = if rectify {
+            (!rectifies(p, name)).then(|| "no change applies to this system".to_string())
+        } else {
+            p.input
+                .context
+                .purposes
+                .as_ref()
+                .filter(|plan| plan.purposes_for(name).is_empty())
+                .map(|plan| {
+                    format!(
+                        "no action of ConsentPolicy {} for these purposes reaches this system",
+                        plan.policy
+                    )
+                })
+        };
+        if let Some(message) = skip {
             let now = p.now;
             p.put_entry(
                 SystemProgress {
                     name: name.clone(),
                     third_party: *third_party,
-                    step: Some(Step::Rectify),
+                    step: Some(step.status_step()),
                     phase: SystemPhase::Skipped,
                     job_name: None,
                     attempts: 0,
                     next_attempt_at: None,
                     records: None,
-                    message: Some("no change applies to this system".into()),
+                    message: Some(message),
                     last_transition_time: None,
                 },
                 now,
@@ -88,11 +103,12 @@ pub(crate) fn run(p: &mut Planner) -> Outcome {
             message: msg,
         }
     } else {
-        let purposes = &p.spec().restricted_purposes;
-        let what = if purposes.is_empty() {
-            "the purposes of the ConsentPolicy".to_string()
-        } else {
-            purposes.join(", ")
+        let what = match &p.input.context.purposes {
+            Some(plan) if !plan.purposes.is_empty() => plan.purposes.join(", "),
+            _ if p.spec().restricted_purposes.is_empty() => {
+                "the purposes of the ConsentPolicy".to_string()
+            }
+            _ => p.spec().restricted_purposes.join(", "),
         };
         let msg = format!("processing for {what} restricted in {done} system(s)");
         p.set(types::RESTRICTED, Status::True, "Restricted", &msg);

@@ -4,14 +4,14 @@
 //! A step's state is read from the Jobs that exist (the truth) and, when a Job is gone or not
 //! yet visible in the controller's cache, from the system's entry in status (the record).
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::request::{Step, SystemPhase, SystemProgress};
 
 use super::{
     jobs::{JobStep, job_name, retry_at, sanitise_reason},
-    model::{EventType, JobInfo, JobState},
+    model::{Action, EventType, JobInfo, JobState},
     planner::Planner,
     timeline::{self, floor, fmt},
 };
@@ -20,6 +20,12 @@ use super::{
 /// exist for this long; after that it is taken as lost (deleted by someone) and created again
 /// under the same name.
 pub const LOST_JOB_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// When a worker ended awaiting confirmation without saying when to look again, the step is
+/// run again this long after.
+pub const DEFAULT_RECHECK: SignedDuration = SignedDuration::from_hours(1);
+/// A recheck never comes sooner than this after the previous run, whatever the worker asked.
+pub const MIN_RECHECK: SignedDuration = SignedDuration::from_secs(60);
 
 /// Where a step on one system stands.
 #[derive(Clone, Debug, PartialEq)]
@@ -35,8 +41,18 @@ enum Derived {
     RetryAt {
         job: String,
         failed_attempt: u32,
+        /// Failures counted against the budget (since the last confirmation check).
+        failures: u32,
         at: Timestamp,
         reason: String,
+    },
+    /// The system accepted the work and has not confirmed it; run the step again at
+    /// `recheck` (a status check, thanks to the idempotency key).
+    Awaiting {
+        job: String,
+        attempt: u32,
+        checked_at: Timestamp,
+        recheck: Timestamp,
     },
     Succeeded {
         at: Timestamp,
@@ -46,6 +62,7 @@ enum Derived {
     },
     Exhausted {
         job: String,
+        /// Failures counted against the budget.
         attempts: u32,
         reason: String,
     },
@@ -66,6 +83,9 @@ fn derive(p: &Planner, system: &str, step: JobStep, later: &[Step]) -> Derived {
     let recorded_attempt = record_here.map_or(0, |r| r.attempts.max(0) as u32);
     if let Some(job) = latest.filter(|j| j.attempt >= recorded_attempt) {
         let max = p.policy().retry.max_attempts.max(1) as u32;
+        // Runs that ended awaiting confirmation are not failures: the budget counts the
+        // failures since the last of them.
+        let failures = job.attempt.saturating_sub(boundary(p, system, step));
         return match &job.state {
             JobState::Active => Derived::Running {
                 job: job.name.clone(),
@@ -82,17 +102,33 @@ fn derive(p: &Planner, system: &str, step: JobStep, later: &[Step]) -> Derived {
                 job: Some(job.name.clone()),
                 records: *records,
             },
-            JobState::Failed { reason, .. } if job.attempt >= max => Derived::Exhausted {
+            JobState::Failed { reason, .. } if failures >= max => Derived::Exhausted {
                 job: job.name.clone(),
-                attempts: job.attempt,
+                attempts: failures,
                 reason: sanitise_reason(reason),
             },
             JobState::Failed { reason, failed_at } => Derived::RetryAt {
                 job: job.name.clone(),
                 failed_attempt: job.attempt,
-                at: retry_at(&p.policy().retry, job.attempt, *failed_at),
+                failures,
+                at: retry_at(&p.policy().retry, failures.max(1), *failed_at),
                 reason: sanitise_reason(reason),
             },
+            JobState::AwaitingConfirmation {
+                checked_at,
+                recheck_at,
+            } => {
+                let earliest = *checked_at + MIN_RECHECK;
+                let recheck = recheck_at
+                    .unwrap_or(*checked_at + DEFAULT_RECHECK)
+                    .max(earliest);
+                Derived::Awaiting {
+                    job: job.name.clone(),
+                    attempt: job.attempt,
+                    checked_at: *checked_at,
+                    recheck: floor(recheck),
+                }
+            }
         };
     }
     if let Some(r) = record_here {
@@ -126,6 +162,55 @@ fn derive(p: &Planner, system: &str, step: JobStep, later: &[Step]) -> Derived {
     Derived::NotStarted
 }
 
+/// The attempt of the latest earlier run of `step` on `system` that did not fail (0: none).
+///
+/// An earlier run only leads to a newer attempt by failing or by ending awaiting
+/// confirmation, so one that did not fail ended awaiting confirmation (the controller reads
+/// only the latest run's manifest, so such a run shows as Succeeded, its Job having exited
+/// 0). Failures before it were followed by a confirmation check and no longer count.
+fn boundary(p: &Planner, system: &str, step: JobStep) -> u32 {
+    let jobs = || {
+        p.input
+            .children
+            .jobs
+            .iter()
+            .filter(|j| j.system == system && j.step == step)
+    };
+    // Jobs this pass decided to create count as the latest too.
+    let planned = p.actions.iter().filter_map(|a| match a {
+        Action::CreateJob(j) if j.system == system && j.step == step => Some(j.attempt),
+        _ => None,
+    });
+    let Some(latest) = jobs().map(|j| j.attempt).chain(planned).max() else {
+        return 0;
+    };
+    jobs()
+        .filter(|j| j.attempt < latest)
+        .filter(|j| !matches!(j.state, JobState::Failed { .. } | JobState::Active))
+        .map(|j| j.attempt)
+        .max()
+        .unwrap_or(0)
+}
+
+/// Deletes the runs of `step` on `system` older than the [`boundary`]: a processor that
+/// takes weeks to confirm would otherwise leave a Job per check behind. The boundary run
+/// stays, so the retry budget can still be counted from it.
+fn prune(p: &mut Planner, system: &str, step: JobStep) {
+    let keep_from = boundary(p, system, step);
+    let stale: Vec<String> = p
+        .input
+        .children
+        .jobs
+        .iter()
+        .filter(|j| j.system == system && j.step == step && !j.deleting)
+        .filter(|j| j.attempt < keep_from)
+        .map(|j| j.name.clone())
+        .collect();
+    for name in stale {
+        p.actions.push(Action::DeleteJob { name });
+    }
+}
+
 /// Outcome of driving a step on one system.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) enum Progress {
@@ -146,6 +231,19 @@ pub(crate) enum Progress {
 /// cluster, and writes the system's entry in status. `later` lists status steps that follow
 /// this one in the system's chain (their presence proves this step succeeded).
 pub(crate) fn drive(
+    p: &mut Planner,
+    system: &str,
+    third_party: bool,
+    step: JobStep,
+    start: bool,
+    later: &[Step],
+) -> Progress {
+    let progress = drive_step(p, system, third_party, step, start, later);
+    prune(p, system, step);
+    progress
+}
+
+fn drive_step(
     p: &mut Planner,
     system: &str,
     third_party: bool,
@@ -234,9 +332,56 @@ pub(crate) fn drive(
             }
             Progress::Running
         }
+        Derived::Awaiting {
+            job,
+            attempt,
+            checked_at,
+            recheck,
+        } => {
+            // Checking on work already handed over starts nothing new, so it goes on even
+            // when new work may not start (a cancel, a legal hold): the confirmation is still
+            // wanted.
+            if p.now >= recheck {
+                if let Some(new_job) = p.dispatch(system, step, attempt + 1) {
+                    let now = p.now;
+                    p.put_entry(
+                        SystemProgress {
+                            phase: SystemPhase::Running,
+                            job_name: Some(new_job),
+                            attempts: attempt as i32 + 1,
+                            ..base
+                        },
+                        now,
+                    );
+                    return Progress::Running;
+                }
+            } else {
+                p.wake_at(recheck);
+            }
+            let msg = format!(
+                "{system} accepted the {} but has not confirmed it yet (last checked {}); checking again at {}",
+                step.describe(),
+                fmt(floor(checked_at)),
+                fmt(recheck)
+            );
+            let now = p.now;
+            p.put_entry(
+                SystemProgress {
+                    phase: SystemPhase::Waiting,
+                    job_name: Some(job),
+                    attempts: attempt as i32,
+                    next_attempt_at: Some(timeline::time(recheck)),
+                    message: Some(msg),
+                    ..base
+                },
+                now,
+            );
+            Progress::Running
+        }
         Derived::RetryAt {
             job,
             failed_attempt,
+            failures,
             at,
             reason,
         } => {
@@ -258,7 +403,7 @@ pub(crate) fn drive(
                 p.wake_at(at);
             }
             let msg = format!(
-                "attempt {failed_attempt} of {max} failed ({reason}); next attempt at {}",
+                "attempt {failures} of {max} failed ({reason}); next attempt at {}",
                 fmt(at)
             );
             let first_seen = p.old_entry(system).is_none_or(|o| {
@@ -271,7 +416,7 @@ pub(crate) fn drive(
                     EventType::Warning,
                     "JobFailed",
                     format!(
-                        "{} on {system} failed ({reason}), attempt {failed_attempt} of {max}; retrying at {}",
+                        "{} on {system} failed ({reason}), attempt {failures} of {max}; retrying at {}",
                         step.describe(),
                         fmt(at)
                     ),

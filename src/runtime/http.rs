@@ -2,11 +2,11 @@
 //! address (`/healthz`, `/readyz`) and one on the metrics address (`/metrics`), as the chart's
 //! probes and Service expect.
 //!
-//! Readiness: `controller::run_until` does not report when its watch caches are synced, so
-//! `/readyz` means "the API server answered this process": the first successful Lease round
-//! with leader election (standbys are ready too, or a rolling update with `maxUnavailable: 0`
-//! would never finish), or the first `/version` call without it. It is a flag that `run`
-//! sets; once caches report their sync it can be set from there instead.
+//! Readiness: without leader election, `/readyz` answers 200 once the controller's request
+//! cache has synced (`controller::Config::synced`), so a ready replica has seen every request.
+//! With leader election it answers 200 from the first successful Lease round: standbys hold no
+//! caches and must be ready too, or a rolling update with `maxUnavailable: 0` would never
+//! finish. It is a flag that `run` sets.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

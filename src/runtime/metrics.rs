@@ -46,7 +46,7 @@ pub struct JobLabels {
 
 /// The request types (`spec.type`), whose series exist from the start: prometheus-client
 /// leaves a family without series out of the exposition, and alerts want zeros, not gaps.
-const REQUEST_TYPES: [&str; 7] = [
+pub const REQUEST_TYPES: [&str; 7] = [
     "Access",
     "Portability",
     "Rectification",
@@ -181,7 +181,7 @@ pub fn record_reconcile(elapsed: Duration, error: Option<&Error>) {
 }
 
 /// Every value of [`error_reason`], whose series exist from the start.
-const ERROR_REASONS: [&str; 14] = [
+const ERROR_REASONS: [&str; 15] = [
     "Conflict",
     "NotFound",
     "ServerError",
@@ -196,6 +196,7 @@ const ERROR_REASONS: [&str; 14] = [
     "MissingField",
     "NotOwned",
     "TaskInput",
+    "Storage",
 ];
 
 /// A short, bounded label for an error (never its message, which may name objects).
@@ -215,6 +216,7 @@ pub fn error_reason(e: &Error) -> &'static str {
         Error::MissingField(_) => "MissingField",
         Error::NotOwned { .. } => "NotOwned",
         Error::TaskInput(_) => "TaskInput",
+        Error::Storage(_) => "Storage",
         // Not a reconcile error; counted as configuration if it ever reaches here.
         Error::LeadershipLost(_) => "Config",
     }

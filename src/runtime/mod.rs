@@ -116,8 +116,18 @@ async fn run_unelected(
         version = client.apiserver_version() => { version?; }
         () = stopped(stop.clone()) => return Ok(()),
     }
-    health.set_ready(true);
-    controller::run_until(client, config, clock, stopped(stop)).await
+    // Ready once the controller's cache has synced: a replica that answers /readyz has seen
+    // every request and will act on it.
+    let (synced_tx, mut synced_rx) = watch::channel(false);
+    let mut config = config;
+    config.synced = Some(Arc::new(synced_tx));
+    let controller = controller::run_until(client, config, clock, stopped(stop));
+    tokio::pin!(controller);
+    tokio::select! {
+        result = &mut controller => return result,
+        synced = synced_rx.wait_for(|s| *s) => if synced.is_ok() { health.set_ready(true) },
+    }
+    controller.await
 }
 
 async fn run_elected(

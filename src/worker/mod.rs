@@ -18,15 +18,23 @@
 //!   "changes": [{"field": "phone", "value": "+4915112345678"}],
 //!   "purposes": ["marketing-email"],
 //!   "hashSalt": "…",
-//!   "output": "/var/run/privacy-operator/out/erase-42/crm"
+//!   "storage": {"url": "s3://privacy/root", "options": {"aws_region": "eu-west-1", …}},
+//!   "output": "results/shop/erase-42/crm/purge",
+//!   "recipient": "age1…"
 //! }
 //! ```
 //!
 //! `step` is one of Export, SoftDelete, Restore, Purge, ThirdPartyPurge, Rectify, Restrict.
 //! `changes` is for Rectify, `purposes` for Restrict (`all` matches every restrict action).
+//! `storage` is the operator's object storage ([`crate::storage::StorageTarget`]: URL and
+//! object_store options, credentials included) and `output` the key prefix below it where
+//! this task writes (`exports/<ns>/<request>/<system>` for an export); without `storage`,
+//! `output` is a local directory. `recipient` (Export only) is the age X25519 key every
+//! export file is encrypted to (stored as `<file>.age`). See docs/storage.md.
 //!
-//! **Out:** files under `output`, then `manifest.json` ([`task::Manifest`]) written last (to
-//! a temporary name, then renamed), so a manifest always describes complete files:
+//! **Out:** files under `output`, then `manifest.json` ([`task::Manifest`]) written last (one
+//! PUT: whole or absent), so a manifest always describes complete files. Files are uploaded
+//! as they stream and appear under their key only once complete:
 //!
 //! ```json
 //! {
@@ -44,8 +52,15 @@
 //! On failure the outcome is Failed with a CamelCase `reason` (DatabaseUnreachable, TlsFailed,
 //! AuthenticationFailed, DatabaseNotFound, MissingTable, MissingColumn, CyclicDataMap,
 //! InvalidTask, Unsupported, PermissionDenied, Conflict, VerificationFailed, Aborted,
-//! DatabaseError, OutputError) and nothing in the system was changed: all work for one
+//! DatabaseError, OutputError, QuarantineUnreadable, and the storage reasons) and nothing in the system was changed: all work for one
 //! subject in one system is one transaction. The process exits non-zero on failure.
+//!
+//! An HTTP processor's run may end `Pending`: the processor accepted the work and has not
+//! confirmed it within the short wait a run allows. The manifest then carries `retryAfter`
+//! and the evidence so far (`confirmation`), and the controller runs the step again at that
+//! time with the same idempotency key, spending no retry budget. The process exits 0 for
+//! Succeeded and Pending (once the manifest is written), non-zero otherwise. The HTTP and the
+//! custom-image contracts are in `docs/connectors/`.
 //!
 //! Neither the manifest nor the logs ever hold identifiers or row values; a subject appears
 //! only as the request's salted digest.
@@ -56,10 +71,26 @@
 //! (e-mail compared lower-cased, phone compared by digits), or when it hangs off such a row
 //! through relations. Export follows every relation; erasure, restriction and rectification
 //! follow Cascade relations only (Detach children are kept and, on purge, unlinked).
-//! SoftDelete/Restore set/clear the table's DeletedAt column (Quarantine is not supported by
-//! the PostgreSQL connector yet). A soft delete leaves rows that were already deleted alone
-//! (their timestamp is kept, so reruns are idempotent); a restore clears the column on every
-//! row of the subject, including rows the application had deleted before the request.
+//! SoftDelete/Restore set/clear the table's DeletedAt column, or, for Quarantine tables (the
+//! default), move the rows into an encrypted restore archive and back ([`quarantine`]). A
+//! soft delete leaves rows that were already deleted alone (their timestamp is kept, so
+//! reruns are idempotent); a restore clears the column on every row of the subject,
+//! including rows the application had deleted before the request.
+//!
+//! Quarantine needs two task fields: `quarantine`, the archive location (a key prefix below
+//! `storage`, `quarantine/<ns>/<request>/<system>`, set by the operator for SoftDelete,
+//! Restore and Purge), and the operator's age X25519 identity that archives are encrypted to
+//! and read with: `quarantineKey` (`AGE-SECRET-KEY-1…`) when set, otherwise derived from
+//! `hashSalt`, the operator's subject salt ([`quarantine::identity_from_salt`]). SoftDelete stores the archive before it deletes, in the same transaction;
+//! Restore re-inserts parents first, skipping rows whose primary key is present, relinks
+//! Detach children, commits, then deletes the archives; Purge deletes them and reports
+//! what is left as `remaining.quarantine`. Reasons: QuarantineUnreadable (an archive the
+//! key cannot decrypt or parse), plus the storage reasons (StorageUnreachable, AccessDenied,
+//! NoSuchBucket, InvalidStorageTarget).
+//!
+//! The SQL connector has two drivers with the same semantics and statements
+//! ([`sql::Finder`], one dialect seam): PostgreSQL ([`postgres`]) and SQLite ([`sqlite`],
+//! connection `sqlite:///abs/path.db`, for single-machine use).
 //!
 //! Export streams each table with `COPY (SELECT row_to_json(t) …) TO STDOUT` in one
 //! read-only repeatable-read transaction (one snapshot across tables); the identifiers reach
@@ -69,14 +100,30 @@
 //! (`prefer` by default; certificates are always verified, against the system roots plus
 //! libpq's `sslrootcert=<path>` when given). Purge deletes, or anonymises the declared fields (and
 //! NULLs identity columns not declared as fields), then re-scans.
+//!
+//! # Semantics of the object-storage connector
+//!
+//! A subject's objects are those below `objectStorage.prefix` rendered with its identifiers
+//! (`users/{userId}/`; a missing identifier or a value with `/`, `\`, `..` is InvalidTask).
+//! The store is `objectStorage.url` with the task's `credentials` (the credentials Secret's
+//! keys, named as environment variables: `AWS_ACCESS_KEY_ID`, `AWS_ENDPOINT`, …). Export
+//! copies them to `objects/<key>` in the output; SoftDelete moves them, encrypted, into the
+//! quarantine; Restore moves them back; Purge deletes both and verifies (`remaining` has
+//! `objects` and `quarantine`). See [`objects`].
 
+pub mod consent;
+pub mod http;
+pub mod objects;
 pub mod output;
 pub mod postgres;
+pub mod quarantine;
+pub mod retention;
 pub mod sql;
+pub mod sqlite;
 pub mod task;
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::api::datasystem::{ConnectorType, SqlDriver};
 use crate::plan::jobs::JobStep;
@@ -141,7 +188,7 @@ pub async fn run_task(task: &Task, options: &postgres::Options) -> Manifest {
         manifest.message = e.message;
         // Counts of a rolled-back transaction would mislead; files are not published.
         manifest.tables.clear();
-        manifest.files.clear();
+        discard_files(task, std::mem::take(&mut manifest.files)).await;
     }
     tracing::info!(
         request = %task.request.name,
@@ -161,7 +208,7 @@ async fn dispatch(
     manifest: &mut Manifest,
 ) -> Result<(), WorkerError> {
     task.validate().map_err(WorkerError::invalid)?;
-    let output = task.output_dir().map_err(WorkerError::unsupported)?;
+    let output = output(task)?;
     let spec = &task.system.spec;
     if task.step == JobStep::Export && !spec.exportable {
         // The controller lists such systems and their vendor instead of exporting them.
@@ -175,6 +222,25 @@ async fn dispatch(
     }
     match spec.connector.type_ {
         ConnectorType::Sql => {}
+        ConnectorType::Http => {
+            let connector = spec.connector.http.as_ref().ok_or_else(|| {
+                WorkerError::invalid("connector type HTTP without connector.http")
+            })?;
+            return http::run(
+                task,
+                connector,
+                &output,
+                &http::Options::default(),
+                manifest,
+            )
+            .await;
+        }
+        ConnectorType::ObjectStorage => {
+            let connector = spec.connector.object_storage.as_ref().ok_or_else(|| {
+                WorkerError::invalid("type ObjectStorage without connector.objectStorage")
+            })?;
+            return objects::run(task, connector, &output, manifest).await;
+        }
         other => {
             return Err(WorkerError::unsupported(format!(
                 "connector {other:?} is not implemented by this worker yet"
@@ -186,49 +252,86 @@ async fn dispatch(
         .sql
         .as_ref()
         .ok_or_else(|| WorkerError::invalid("connector type SQL without connector.sql"))?;
-    if sql.driver != SqlDriver::Postgres {
-        return Err(WorkerError::unsupported(
-            "only the postgres SQL driver is implemented so far",
-        ));
-    }
     let map = spec
         .data_map
         .as_ref()
         .ok_or_else(|| WorkerError::invalid("an SQL system needs a dataMap"))?;
-    postgres::run(task, map, &output, options, manifest).await
+    match sql.driver {
+        SqlDriver::Postgres => postgres::run(task, map, &output, options, manifest).await,
+        SqlDriver::Sqlite => sqlite::run(task, map, &output, options, manifest).await,
+    }
 }
 
-/// Writes the manifest atomically (temporary file, then rename) into `dir`.
-pub async fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<PathBuf, WorkerError> {
-    tokio::fs::create_dir_all(dir)
-        .await
-        .map_err(|e| WorkerError::output(dir, e))?;
-    let path = dir.join(MANIFEST_FILE);
-    let tmp = dir.join(format!("{MANIFEST_FILE}.partial"));
-    let bytes = serde_json::to_vec_pretty(manifest)
-        .map_err(|e| WorkerError::new("OutputError", e.to_string()))?;
-    tokio::fs::write(&tmp, bytes)
-        .await
-        .map_err(|e| WorkerError::output(&tmp, e))?;
-    tokio::fs::rename(&tmp, &path)
-        .await
-        .map_err(|e| WorkerError::output(&path, e))?;
-    Ok(path)
+/// The output location of `task`: `task.output` below `task.storage`, encrypting export
+/// files to `task.recipient` when set.
+pub fn output(task: &Task) -> Result<output::Output, WorkerError> {
+    let store = task.output_store().map_err(output::storage_error)?;
+    let recipient = match task.step {
+        JobStep::Export => task.recipient.clone(),
+        _ => None,
+    };
+    Ok(output::Output::new(store, recipient))
+}
+
+/// Export files of a failed run are removed (best effort): only a manifest that says
+/// Succeeded vouches for files, and a rerun writes them again.
+async fn discard_files(task: &Task, files: Vec<task::FileEntry>) {
+    if files.is_empty() {
+        return;
+    }
+    let Ok(out) = output(task) else { return };
+    for f in files {
+        if let Err(e) = out.store().delete(&f.path).await {
+            tracing::debug!(file = %f.path, error = %e, "could not remove a file of a failed export");
+        }
+    }
+}
+
+/// Writes `manifest.json` into the task's output location (one PUT: whole or absent) and
+/// returns its URL. Call it after the task ran: the manifest is the last thing written.
+pub async fn write_manifest(task: &Task, manifest: &Manifest) -> Result<String, WorkerError> {
+    output(task)?.write_manifest(manifest).await
+}
+
+/// Runs `task` and writes its manifest: what a worker Job does, for in-process runners.
+/// The error is only about writing the manifest; the task's own failure is in the manifest.
+pub async fn run_and_write(
+    task: &Task,
+    options: &postgres::Options,
+) -> Result<Manifest, WorkerError> {
+    let manifest = run_task(task, options).await;
+    write_manifest(task, &manifest).await?;
+    Ok(manifest)
 }
 
 /// The `worker` subcommand: read the task file, run it, write the manifest. Fails (non-zero
-/// exit) when the task failed, with the manifest still written when the output is known.
+/// exit) when the task failed, with the manifest still written when the output is known;
+/// succeeds when the task succeeded or is awaiting confirmation (Pending), and only once its
+/// manifest is written, so a Job that completed always has one.
 pub async fn run_file(path: &Path) -> Result<Manifest, WorkerError> {
     let bytes = tokio::fs::read(path).await.map_err(|e| {
         WorkerError::invalid(format!("cannot read the task file {}: {e}", path.display()))
     })?;
+    // Scheduled work (not of a request) comes in its own task format.
+    match consent::task_version(&bytes).as_deref() {
+        Some(consent::SWEEP_VERSION) => return consent::run_bytes(&bytes).await,
+        Some(crate::ledger::replay::REPLAY_VERSION) => {
+            return crate::ledger::replay::run_bytes(&bytes).await;
+        }
+        _ => {}
+    }
+    if retention::is_retention_task(&bytes) {
+        return run_retention(&bytes).await;
+    }
     let task = Task::from_json(&bytes).map_err(WorkerError::invalid)?;
     let manifest = run_task(&task, &postgres::Options::default()).await;
-    if let Ok(dir) = task.output_dir() {
-        write_manifest(&dir, &manifest).await?;
-    }
+    // Without a usable output location there is nowhere to report to: the Job fails and
+    // its Pod's log says why.
+    write_manifest(&task, &manifest).await?;
     match manifest.outcome {
-        Outcome::Succeeded => Ok(manifest),
+        // Pending is not a failure: the Job completes (no failed-Job alerts while a processor
+        // takes days), and the manifest, written above, tells the controller to check again.
+        Outcome::Succeeded | Outcome::Pending => Ok(manifest),
         Outcome::Failed => Err(WorkerError::new(
             "Failed",
             format!(
@@ -237,5 +340,34 @@ pub async fn run_file(path: &Path) -> Result<Manifest, WorkerError> {
                 manifest.message
             ),
         )),
+    }
+}
+
+/// A retention task (no subject; see [`retention`]): runs it, writes its report, and
+/// summarises the report as a manifest for the caller.
+async fn run_retention(bytes: &[u8]) -> Result<Manifest, WorkerError> {
+    let task = retention::RetentionTask::from_json(bytes).map_err(WorkerError::invalid)?;
+    let report = retention::run_and_write(&task).await?;
+    let mut manifest = Manifest::new(&report.system, JobStep::RetentionRun);
+    manifest.message = report.message.clone();
+    for (table, c) in &report.tables {
+        manifest.tables.insert(
+            table.clone(),
+            task::TableCount {
+                rows: c.affected,
+                detached: c.detached,
+            },
+        );
+    }
+    match report.outcome {
+        Outcome::Failed => Err(WorkerError::new(
+            "Failed",
+            format!(
+                "{}: {}",
+                report.reason.as_deref().unwrap_or("Failed"),
+                report.message
+            ),
+        )),
+        _ => Ok(manifest),
     }
 }

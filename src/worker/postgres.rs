@@ -6,7 +6,6 @@
 //! without repeating any stored value.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,10 +15,14 @@ use tokio_postgres::{Client, IsolationLevel, Transaction};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::WorkerError;
-use super::output::NdjsonFile;
-use super::sql::{Finder, Reach, Sql, quote_ident, quote_table};
+use super::output::Output;
+use super::quarantine::{Archive, LineSink, Quarantine, VERIFICATION_KEY};
+use super::sql::{
+    Finder, Hide, Reach, Sql, anonymise_sets, quote_ident, quote_table, rectify_plan,
+    referenced_columns, restrict_values, soft_delete_plan,
+};
 use super::task::{FileEntry, Manifest, TableCount, Task, Verification};
-use crate::api::datamap::{AnonymiseStrategy, DataMap, PurgeMode, SoftDeleteStrategy, Table};
+use crate::api::datamap::{AnonymiseStrategy, DataMap, PurgeMode, Table};
 use crate::plan::jobs::JobStep;
 
 /// What a Mask anonymisation writes.
@@ -41,7 +44,7 @@ pub struct Options {
 pub async fn run(
     task: &Task,
     map: &DataMap,
-    output: &Path,
+    output: &Output,
     options: &Options,
     manifest: &mut Manifest,
 ) -> Result<(), WorkerError> {
@@ -59,24 +62,25 @@ pub async fn run(
     };
     match task.step {
         JobStep::Export => run.export(&mut client, output).await,
-        JobStep::SoftDelete | JobStep::Restore => {
-            run.soft_delete(&mut client, task.step == JobStep::SoftDelete)
-                .await
-        }
-        JobStep::Purge => {
-            let salt = task.hash_salt.as_deref().unwrap_or_default();
-            run.purge(&mut client, salt).await
-        }
+        JobStep::SoftDelete => run.soft_delete(&mut client, task).await,
+        JobStep::Restore => run.restore(&mut client, task).await,
+        JobStep::Purge => run.purge(&mut client, task).await,
         JobStep::Restrict => run.restrict(&mut client, &task.purposes).await,
         JobStep::Rectify => run.rectify(&mut client, task).await,
         JobStep::ThirdPartyPurge => Err(WorkerError::unsupported(
             "a third-party purge is done by the HTTP connector, not by an SQL system",
         )),
+        JobStep::ConsentSweep | JobStep::LedgerReplay => Err(WorkerError::invalid(
+            "a consent sweep or ledger replay comes as its own task (see worker::consent, ledger::replay), not a request task",
+        )),
+        JobStep::RetentionRun => Err(WorkerError::invalid(
+            "a retention run comes as a retention task (see worker::retention), not a request task",
+        )),
     }
 }
 
 /// Connects, classifying failures (unreachable, wrong credentials, unknown database).
-async fn connect(url: &str) -> Result<Client, WorkerError> {
+pub(crate) async fn connect(url: &str) -> Result<Client, WorkerError> {
     let (url, root_cert) = split_root_cert(url);
     let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
         WorkerError::invalid(format!(
@@ -201,7 +205,7 @@ fn connect_error(e: tokio_postgres::Error) -> WorkerError {
 
 /// Errors of statements: the SQLSTATE and the server's message, except for data errors
 /// whose messages quote the offending value (personal data), which are summarised.
-fn db_error(context: &str, e: tokio_postgres::Error) -> WorkerError {
+pub(crate) fn db_error(context: &str, e: tokio_postgres::Error) -> WorkerError {
     let Some(db) = e.as_db_error() else {
         return WorkerError::new(
             "DatabaseUnreachable",
@@ -288,40 +292,6 @@ async fn check_catalog(client: &Client, map: &DataMap) -> Result<(), WorkerError
     Ok(())
 }
 
-/// Every column of `table` the data map names, with where it is named.
-fn referenced_columns<'a>(map: &'a DataMap, table: &'a Table) -> Vec<(&'a str, String)> {
-    let mut out = vec![(table.primary_key.as_str(), "primaryKey".to_string())];
-    for i in &table.identity {
-        out.push((i.column.as_str(), "identity".into()));
-    }
-    for r in &table.relations {
-        out.push((
-            r.parent_key.as_deref().unwrap_or(&table.primary_key),
-            format!("relation to {}", r.table),
-        ));
-    }
-    for p in &map.tables {
-        for r in p.relations.iter().filter(|r| r.table == table.name) {
-            out.push((
-                r.foreign_key.as_str(),
-                format!("relation from {} (foreignKey)", p.name),
-            ));
-        }
-    }
-    for f in &table.fields {
-        out.push((f.name.as_str(), "fields".into()));
-    }
-    if let Some(c) = table.soft_delete.as_ref().and_then(|s| s.column.as_deref()) {
-        out.push((c, "softDelete.column".into()));
-    }
-    for r in &table.restrict {
-        for c in r.set.keys() {
-            out.push((c.as_str(), format!("restrict[{}].set", r.purpose)));
-        }
-    }
-    out
-}
-
 struct Run<'a, 'm> {
     finder: &'a Finder<'a>,
     options: &'a Options,
@@ -381,10 +351,7 @@ impl Run<'_, '_> {
         Ok(n)
     }
 
-    async fn export(&mut self, client: &mut Client, output: &Path) -> Result<(), WorkerError> {
-        tokio::fs::create_dir_all(output)
-            .await
-            .map_err(|e| WorkerError::output(output, e))?;
+    async fn export(&mut self, client: &mut Client, output: &Output) -> Result<(), WorkerError> {
         let tx = Self::begin(client, true).await?;
         for table in self.finder.order() {
             if !self.finder.reachable(table, Reach::All) {
@@ -395,19 +362,21 @@ impl Run<'_, '_> {
             }
             let sql = self.finder.export(table);
             let what = format!("exporting {}", table.name);
-            let file_name = format!("{}.ndjson", table.name);
-            let path = output.join(&file_name);
-            let partial = output.join(format!("{file_name}.partial"));
-            let mut file = NdjsonFile::create(&partial).await?;
-            let (records, size, sha256) = match copy_table(&tx, &what, &sql, &mut file).await {
-                Ok(()) => file.finish().await?,
-                Err(e) => {
-                    // A half-written file is never left to be mistaken for an export.
-                    drop(file);
-                    let _ = tokio::fs::remove_file(&partial).await;
-                    return Err(e);
-                }
-            };
+            let mut file = output.ndjson(&format!("{}.ndjson", table.name)).await?;
+            let key = file.key().to_string();
+            if let Err(e) = copy_table(&tx, &what, &sql, &mut file).await {
+                // A half-written file is never published.
+                file.abort().await;
+                return Err(e);
+            }
+            if file.records() == 0 {
+                file.abort().await;
+                self.manifest
+                    .tables
+                    .insert(table.name.clone(), TableCount::default());
+                continue;
+            }
+            let (records, size, sha256) = file.finish().await?;
             self.manifest.tables.insert(
                 table.name.clone(),
                 TableCount {
@@ -415,15 +384,8 @@ impl Run<'_, '_> {
                     detached: 0,
                 },
             );
-            if records == 0 {
-                let _ = tokio::fs::remove_file(&partial).await;
-                continue;
-            }
-            tokio::fs::rename(&partial, &path)
-                .await
-                .map_err(|e| WorkerError::output(&path, e))?;
             self.manifest.files.push(FileEntry {
-                path: file_name,
+                path: key,
                 table: table.name.clone(),
                 format: "ndjson".into(),
                 records,
@@ -442,61 +404,236 @@ impl Run<'_, '_> {
         Ok(())
     }
 
-    async fn soft_delete(&mut self, client: &mut Client, hide: bool) -> Result<(), WorkerError> {
-        // Every owned table must say how to hide its rows before anything changes.
-        let mut plan = Vec::new();
-        for table in self.finder.reverse_order() {
-            if !self.finder.reachable(table, Reach::Owned) {
-                continue;
+    /// The DeletedAt statement of a soft delete (`hide`) or restore.
+    fn deleted_at(&self, table: &Table, column: &str, hide: bool) -> Result<Sql, WorkerError> {
+        let col = quote_ident(column).map_err(|e| WorkerError::invalid(e.to_string()))?;
+        let name = quoted(&table.name);
+        Ok(self.finder.statement(table, Reach::Owned, |_, pred| {
+            if hide {
+                // Keeps the first timestamp when a soft delete runs again.
+                format!("UPDATE {name} AS t SET {col} = now() WHERE {pred} AND t.{col} IS NULL")
+            } else {
+                format!("UPDATE {name} AS t SET {col} = NULL WHERE {pred} AND t.{col} IS NOT NULL")
             }
-            let column = match &table.soft_delete {
-                Some(sd) if sd.strategy == SoftDeleteStrategy::DeletedAt => {
-                    sd.column.as_deref().ok_or_else(|| {
-                        WorkerError::invalid(format!(
-                            "table {}: softDelete DeletedAt needs a column",
-                            table.name
-                        ))
-                    })?
-                }
-                _ => {
-                    return Err(WorkerError::unsupported(format!(
-                        "table {} uses Quarantine soft delete, which the PostgreSQL connector does not support yet; set softDelete {{strategy: DeletedAt, column: ...}}",
-                        table.name
-                    )));
-                }
-            };
-            plan.push((table, column));
-        }
+        }))
+    }
+
+    /// SoftDelete: DeletedAt tables get their timestamp; Quarantine tables are archived (see
+    /// [`super::quarantine`]) and, once the archive is stored, unlinked from their Detach
+    /// children and deleted, all in one transaction.
+    async fn soft_delete(&mut self, client: &mut Client, task: &Task) -> Result<(), WorkerError> {
+        let plan = soft_delete_plan(self.finder)?;
+        let quarantined: Vec<&Table> = plan
+            .iter()
+            .filter(|(_, how)| *how == Hide::Quarantine)
+            .map(|(t, _)| *t)
+            .collect();
+        let quarantine = if quarantined.is_empty() {
+            None
+        } else {
+            Some(Quarantine::from_task(task, true)?)
+        };
         let tx = Self::begin(client, false).await?;
-        for (table, column) in plan {
-            let col = quote_ident(column).map_err(|e| WorkerError::invalid(e.to_string()))?;
-            let name = quoted(&table.name);
-            let sql = self.finder.statement(table, Reach::Owned, |_, pred| {
-                if hide {
-                    // Keeps the first timestamp when a soft delete runs again.
-                    format!("UPDATE {name} AS t SET {col} = now() WHERE {pred} AND t.{col} IS NULL")
-                } else {
-                    format!(
-                        "UPDATE {name} AS t SET {col} = NULL WHERE {pred} AND t.{col} IS NOT NULL"
-                    )
+        let mut archived = None;
+        let result = async {
+            if let Some(q) = &quarantine {
+                archived = self.archive(&tx, q, &quarantined).await?;
+            }
+            for (table, how) in &plan {
+                match how {
+                    Hide::DeletedAt(column) => {
+                        let sql = self.deleted_at(table, column, true)?;
+                        let n = self
+                            .execute(&tx, &format!("soft-deleting {}", table.name), &sql)
+                            .await?;
+                        self.count(&table.name, n);
+                    }
+                    Hide::Quarantine => {
+                        for (child, sql) in self.finder.detach(table) {
+                            let n = self
+                                .execute(
+                                    &tx,
+                                    &format!("unlinking {child} from {}", table.name),
+                                    &sql,
+                                )
+                                .await?;
+                            self.manifest.tables.entry(child).or_default().detached += n;
+                        }
+                        let name = quoted(&table.name);
+                        let sql = self.finder.statement(table, Reach::Owned, |_, pred| {
+                            format!("DELETE FROM {name} AS t WHERE {pred}")
+                        });
+                        let n = self
+                            .execute(&tx, &format!("quarantining {}", table.name), &sql)
+                            .await?;
+                        self.count(&table.name, n);
+                    }
                 }
-            });
-            let verb = if hide { "soft-deleting" } else { "restoring" };
-            let n = self
-                .execute(&tx, &format!("{verb} {}", table.name), &sql)
-                .await?;
-            self.count(&table.name, n);
+            }
+            tx.commit().await.map_err(|e| db_error("committing", e))
         }
-        tx.commit().await.map_err(|e| db_error("committing", e))?;
-        self.manifest.message = format!(
-            "{} {} rows",
-            if hide { "soft-deleted" } else { "restored" },
-            self.manifest.total_rows()
-        );
+        .await;
+        if let Err(e) = result {
+            if let (Some(q), Some(key)) = (&quarantine, archived) {
+                // Nothing was deleted: the archive would only be a stray copy.
+                if let Err(e) = q.remove(&[key]).await {
+                    tracing::warn!(error = %e, "could not remove the restore archive of a failed soft delete");
+                }
+            }
+            return Err(e);
+        }
+        self.manifest.message = format!("soft-deleted {} rows", self.manifest.total_rows());
+        if !quarantined.is_empty() {
+            self.manifest
+                .message
+                .push_str(" (Quarantine tables into an encrypted restore archive)");
+        }
         Ok(())
     }
 
-    async fn purge(&mut self, client: &mut Client, salt: &str) -> Result<(), WorkerError> {
+    /// Streams the subject's rows of `tables` and the links of their Detach children into a
+    /// new archive; returns its key once stored, or None when there was nothing to archive.
+    async fn archive(
+        &self,
+        tx: &Transaction<'_>,
+        q: &Quarantine,
+        tables: &[&Table],
+    ) -> Result<Option<String>, WorkerError> {
+        let map = self.finder.map();
+        let mut statements = Vec::new();
+        for table in tables {
+            let name = quoted(&table.name);
+            let pk = &table.primary_key;
+            statements.push((
+                format!("archiving {}", table.name),
+                self.finder.statement(table, Reach::Owned, |sql, pred| {
+                    let t = sql.bind(table.name.clone());
+                    format!(
+                        "SELECT json_build_object('table', {t}::text, 'row', row_to_json(t))::text FROM {name} AS t WHERE {pred} ORDER BY t.\"{pk}\""
+                    )
+                }),
+            ));
+            for (child, sql) in self.finder.detached(table, |sql, r, child, keys| {
+                let child_pk = map
+                    .table(&r.table)
+                    .map_or("id", |t| t.primary_key.as_str());
+                let fk = &r.foreign_key;
+                let t = sql.bind(r.table.clone());
+                let c = sql.bind(fk.clone());
+                let p = sql.bind(child_pk);
+                format!(
+                    "SELECT json_build_object('table', {t}::text, 'column', {c}::text, 'link', json_build_object({p}::text, t.\"{child_pk}\", {c}::text, t.\"{fk}\"))::text FROM {child} AS t WHERE t.\"{fk}\" IN ({keys}) ORDER BY t.\"{child_pk}\""
+                )
+            }) {
+                statements.push((format!("archiving links of {child}"), sql));
+            }
+        }
+        let mut writer = q.writer().await?;
+        for (what, sql) in statements {
+            if let Err(e) = copy_table(tx, &what, &sql, &mut writer).await {
+                writer.abort().await;
+                return Err(e);
+            }
+        }
+        if writer.lines() == 0 {
+            writer.abort().await;
+            return Ok(None);
+        }
+        Ok(Some(writer.finish().await?))
+    }
+
+    /// Restore: rows from the restore archives go back (parents first, rows already present
+    /// skipped), then the Detach links, then DeletedAt columns are cleared; one transaction.
+    /// The archives are deleted after the commit.
+    async fn restore(&mut self, client: &mut Client, task: &Task) -> Result<(), WorkerError> {
+        let plan = soft_delete_plan(self.finder)?;
+        let uses_quarantine = plan.iter().any(|(_, how)| *how == Hide::Quarantine);
+        let quarantine = if uses_quarantine || task.quarantine.is_some() {
+            Some(Quarantine::from_task(task, uses_quarantine)?)
+        } else {
+            None
+        };
+        let archive = match &quarantine {
+            Some(q) if uses_quarantine || task.quarantine_key.is_some() => {
+                q.read(self.finder.map()).await?
+            }
+            _ => Archive::default(),
+        };
+        let tx = Self::begin(client, false).await?;
+        for table in self.finder.order() {
+            let Some(rows) = archive.rows.get(&table.name) else {
+                continue;
+            };
+            let name = quoted(&table.name);
+            let pk =
+                quote_ident(&table.primary_key).map_err(|e| WorkerError::invalid(e.to_string()))?;
+            let json =
+                serde_json::to_string(rows).map_err(|e| WorkerError::invalid(e.to_string()))?;
+            let mut sql = Sql::default();
+            let p = sql.bind(json);
+            sql.text = format!(
+                "INSERT INTO {name} SELECT r.* FROM json_populate_recordset(NULL::{name}, {p}::text::json) AS r WHERE NOT EXISTS (SELECT 1 FROM {name} AS x WHERE x.{pk} = r.{pk})"
+            );
+            let n = self
+                .execute(
+                    &tx,
+                    &format!("restoring {} from quarantine", table.name),
+                    &sql,
+                )
+                .await?;
+            self.count(&table.name, n);
+        }
+        for ((child, column), links) in &archive.links {
+            let Some(table) = self.finder.map().table(child) else {
+                continue;
+            };
+            let name = quoted(&table.name);
+            let bad = |e: super::sql::BadIdentifier| WorkerError::invalid(e.to_string());
+            let pk = quote_ident(&table.primary_key).map_err(bad)?;
+            let fk = quote_ident(column).map_err(bad)?;
+            let json =
+                serde_json::to_string(links).map_err(|e| WorkerError::invalid(e.to_string()))?;
+            let mut sql = Sql::default();
+            let p = sql.bind(json);
+            sql.text = format!(
+                "UPDATE {name} AS t SET {fk} = r.{fk} FROM json_populate_recordset(NULL::{name}, {p}::text::json) AS r WHERE t.{pk} = r.{pk} AND t.{fk} IS NULL"
+            );
+            let n = self
+                .execute(&tx, &format!("relinking {child}"), &sql)
+                .await?;
+            self.manifest
+                .tables
+                .entry(child.clone())
+                .or_default()
+                .detached += n;
+        }
+        for (table, how) in &plan {
+            if let Hide::DeletedAt(column) = how {
+                let sql = self.deleted_at(table, column, false)?;
+                let n = self
+                    .execute(&tx, &format!("restoring {}", table.name), &sql)
+                    .await?;
+                self.count(&table.name, n);
+            }
+        }
+        tx.commit().await.map_err(|e| db_error("committing", e))?;
+        if let Some(q) = &quarantine {
+            q.remove(&archive.keys).await?;
+        }
+        self.manifest.message = format!("restored {} rows", self.manifest.total_rows());
+        Ok(())
+    }
+
+    async fn purge(&mut self, client: &mut Client, task: &Task) -> Result<(), WorkerError> {
+        let salt = task.hash_salt.as_deref().unwrap_or_default();
+        let uses_quarantine = soft_delete_plan(self.finder)?
+            .iter()
+            .any(|(_, how)| *how == Hide::Quarantine);
+        let quarantine = if uses_quarantine || task.quarantine.is_some() {
+            Some(Quarantine::from_task(task, false)?)
+        } else {
+            None
+        };
         let tx = Self::begin(client, false).await?;
         let mut remaining = BTreeMap::new();
         for table in self.finder.reverse_order() {
@@ -566,6 +703,10 @@ impl Run<'_, '_> {
         tx.commit()
             .await
             .map_err(|e| db_error("ending the verification", e))?;
+        if let Some(q) = quarantine {
+            // The restore window is over: the archives go too, and must be gone.
+            remaining.insert(VERIFICATION_KEY.to_string(), q.destroy().await?);
+        }
         let passed = remaining.values().all(|n| *n == 0);
         self.manifest.verification = Some(Verification {
             scanned_at: jiff::Timestamp::now().to_string(),
@@ -588,24 +729,7 @@ impl Run<'_, '_> {
     /// Rows of `table` that still identify the subject: any row for a deleted table; for an
     /// anonymised table, rows still matching the subject's identifiers in clear.
     async fn verify(&self, tx: &Transaction<'_>, table: &Table) -> Result<u64, WorkerError> {
-        let sql = match table.purge {
-            PurgeMode::Delete => self.finder.count(table, Reach::Owned),
-            PurgeMode::Anonymise => {
-                let mut only_identity = table.clone();
-                only_identity.relations.clear();
-                let name = quoted(&table.name);
-                // Identity columns only: the kept rows may still hang off a kept parent.
-                let solo = DataMap {
-                    tables: vec![only_identity],
-                };
-                let ids = self.finder.identifiers();
-                let finder = Finder::new(&solo, &ids).map_err(WorkerError::finder)?;
-                let t = &solo.tables[0];
-                finder.statement(t, Reach::Owned, |_, pred| {
-                    format!("SELECT count(*) FROM {name} AS t WHERE {pred}")
-                })
-            }
-        };
+        let sql = self.finder.remaining(table).map_err(WorkerError::finder)?;
         let what = format!("verifying {}", table.name);
         let stmt = prepare(tx, &what, &sql).await?;
         let row = tx
@@ -621,23 +745,13 @@ impl Run<'_, '_> {
         client: &mut Client,
         purposes: &[String],
     ) -> Result<(), WorkerError> {
-        let all = purposes.iter().any(|p| p == "all");
         let tx = Self::begin(client, false).await?;
         for table in self.finder.order() {
-            // Later actions win on the same column; `all` actions apply to any restriction.
-            let mut set: BTreeMap<&str, &str> = BTreeMap::new();
-            for action in &table.restrict {
-                if all || action.purpose == "all" || purposes.contains(&action.purpose) {
-                    for (c, v) in &action.set {
-                        set.insert(c, v);
-                    }
-                }
-            }
+            let set = restrict_values(table, purposes);
             if set.is_empty() || !self.finder.reachable(table, Reach::Owned) {
                 continue;
             }
-            let values: BTreeMap<&str, &str> = set;
-            let sql = self.update_from_json(table, &values)?;
+            let sql = self.update_from_json(table, &set)?;
             let n = self
                 .execute(&tx, &format!("restricting {}", table.name), &sql)
                 .await?;
@@ -653,52 +767,7 @@ impl Run<'_, '_> {
     }
 
     async fn rectify(&mut self, client: &mut Client, task: &Task) -> Result<(), WorkerError> {
-        let mut per_table: BTreeMap<&str, BTreeMap<&str, &str>> = BTreeMap::new();
-        for change in &task.changes {
-            let mut found = false;
-            for table in self.finder.order() {
-                if change.table.as_deref().is_some_and(|t| t != table.name) {
-                    continue;
-                }
-                let Some(field) = table.fields.iter().find(|f| f.name == change.field) else {
-                    continue;
-                };
-                if !field.rectifiable {
-                    continue;
-                }
-                if let Some(pattern) = &field.pattern {
-                    let re = regex::Regex::new(pattern).map_err(|e| {
-                        WorkerError::invalid(format!(
-                            "table {} field {}: pattern is not a valid regular expression: {e}",
-                            table.name, field.name
-                        ))
-                    })?;
-                    if !re.is_match(&change.value) {
-                        return Err(WorkerError::invalid(format!(
-                            "the new value of {} does not match the pattern {pattern} declared for table {}",
-                            field.name, table.name
-                        )));
-                    }
-                }
-                per_table
-                    .entry(table.name.as_str())
-                    .or_default()
-                    .insert(field.name.as_str(), change.value.as_str());
-                found = true;
-            }
-            if !found {
-                return Err(WorkerError::invalid(format!(
-                    "field {} is not declared rectifiable in {}; mark it `rectifiable: true` in the data map or drop the change",
-                    change.field,
-                    change
-                        .table
-                        .as_deref()
-                        .map_or("any table of this system".to_string(), |t| format!(
-                            "table {t}"
-                        ))
-                )));
-            }
-        }
+        let per_table = rectify_plan(self.finder, &task.changes)?;
         let tx = Self::begin(client, false).await?;
         // Children first: a change to a parent's identity column must not hide its children.
         for table in self.finder.reverse_order() {
@@ -757,31 +826,12 @@ impl Run<'_, '_> {
     }
 }
 
-/// The columns an Anonymise purge overwrites: every declared field with its strategy, and
-/// identity columns not declared as fields set to NULL (they identify the subject directly).
-fn anonymise_sets(table: &Table) -> Result<Vec<(String, AnonymiseStrategy)>, WorkerError> {
-    let mut out: BTreeMap<String, AnonymiseStrategy> = BTreeMap::new();
-    for i in &table.identity {
-        out.insert(i.column.clone(), AnonymiseStrategy::Null);
-    }
-    for f in &table.fields {
-        out.insert(f.name.clone(), f.anonymise);
-    }
-    out.into_iter()
-        .map(|(c, s)| {
-            quote_ident(&c)
-                .map(|q| (q, s))
-                .map_err(|e| WorkerError::invalid(format!("table {}: {e}", table.name)))
-        })
-        .collect()
-}
-
 /// Streams the result of an export query into `file` through COPY.
 async fn copy_table(
     tx: &Transaction<'_>,
     what: &str,
     sql: &Sql,
-    file: &mut NdjsonFile,
+    file: &mut impl LineSink,
 ) -> Result<(), WorkerError> {
     // COPY cannot take bind parameters, so the values are bound to transaction-local
     // settings first and the query reads them with current_setting(): the identifiers still

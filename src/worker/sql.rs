@@ -11,7 +11,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::api::datamap::{DataMap, OnErase, Table};
+use super::WorkerError;
+use super::task::FieldChange;
+use crate::api::datamap::{
+    AnonymiseStrategy, DataMap, OnErase, PurgeMode, Relation, SoftDeleteStrategy, Table,
+};
 use crate::api::subject::{IdentifierKind, IdentifierSet};
 
 /// Prefix of the `WITH` clauses holding each ancestor's keys; unlike any sensible table name,
@@ -33,6 +37,21 @@ impl Reach {
         self == Reach::All || on_erase == OnErase::Cascade
     }
 }
+
+/// The SQL flavour a [`Finder`] writes. Statements share their shape (`WITH` clauses,
+/// `IN (SELECT …)`, `$n` placeholders, which SQLite reads as named parameters); only the
+/// comparisons that normalise a stored identifier differ.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Dialect {
+    #[default]
+    Postgres,
+    /// Needs the [`SQLITE_PHONE_FN`] function registered on the connection.
+    Sqlite,
+}
+
+/// SQLite function (registered by the SQLite connector) that reduces a phone number to `+`
+/// and digits, as PostgreSQL's `regexp_replace(…, '[^0-9+]', '', 'g')` does.
+pub const SQLITE_PHONE_FN: &str = "privacy_operator_phone";
 
 /// A statement and its parameters, all text.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -87,11 +106,21 @@ pub struct Finder<'a> {
     order: Vec<&'a Table>,
     /// Normalised identifier values by kind.
     identifiers: BTreeMap<IdentifierKind, String>,
+    dialect: Dialect,
 }
 
 impl<'a> Finder<'a> {
     /// Fails with the tables on a cycle when the relations form one, or with a bad name.
     pub fn new(map: &'a DataMap, identifiers: &IdentifierSet) -> Result<Self, FinderError> {
+        Self::with_dialect(map, identifiers, Dialect::Postgres)
+    }
+
+    /// As [`Finder::new`], writing statements for `dialect`.
+    pub fn with_dialect(
+        map: &'a DataMap,
+        identifiers: &IdentifierSet,
+        dialect: Dialect,
+    ) -> Result<Self, FinderError> {
         let order = map.topological_order().map_err(FinderError::Cycle)?;
         for t in &map.tables {
             quote_table(&t.name)?;
@@ -123,7 +152,17 @@ impl<'a> Finder<'a> {
             map,
             order,
             identifiers,
+            dialect,
         })
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// The data map this finder walks.
+    pub fn map(&self) -> &'a DataMap {
+        self.map
     }
 
     /// The subject's identifiers, in normal form.
@@ -223,12 +262,19 @@ impl<'a> Finder<'a> {
             let col = format!("t.\"{}\"", id.column);
             let p = sql.bind(value.clone());
             // Match the normal form of the identifier kind (see IdentifierKind::normalise).
-            terms.push(match id.identifier {
-                IdentifierKind::Email => format!("lower({col}::text) = {p}"),
-                IdentifierKind::Phone => {
+            terms.push(match (self.dialect, &id.identifier) {
+                (Dialect::Postgres, IdentifierKind::Email) => format!("lower({col}::text) = {p}"),
+                (Dialect::Postgres, IdentifierKind::Phone) => {
                     format!("regexp_replace({col}::text, '[^0-9+]', '', 'g') = {p}")
                 }
-                _ => format!("{col}::text = {p}"),
+                (Dialect::Postgres, _) => format!("{col}::text = {p}"),
+                (Dialect::Sqlite, IdentifierKind::Email) => format!("lower({col}) = {p}"),
+                (Dialect::Sqlite, IdentifierKind::Phone) => {
+                    format!("{SQLITE_PHONE_FN}({col}) = {p}")
+                }
+                // A bound text value takes the column's affinity, so integer ids match too,
+                // and a plain column comparison can use its index.
+                (Dialect::Sqlite, _) => format!("{col} = {p}"),
             });
         }
         for (parent, fk, key) in self.parents(&table.name, reach) {
@@ -325,6 +371,22 @@ impl<'a> Finder<'a> {
     /// Sets the Detach children's foreign keys to NULL where they point at the subject's rows
     /// of `table` (before those rows go).
     pub fn detach(&self, table: &Table) -> Vec<(String, Sql)> {
+        self.detached(table, |_, r, child, keys| {
+            format!(
+                "UPDATE {child} AS t SET \"{fk}\" = NULL WHERE t.\"{fk}\" IN ({keys})",
+                fk = r.foreign_key
+            )
+        })
+    }
+
+    /// One statement per Detach relation out of `table`, on the child rows that point at the
+    /// subject's rows of `table`: `body` gets the relation, the quoted child table and the
+    /// subquery of the keys they point at, and writes what follows the `WITH` clause.
+    pub fn detached(
+        &self,
+        table: &Table,
+        body: impl Fn(&mut Sql, &Relation, &str, &str) -> String,
+    ) -> Vec<(String, Sql)> {
         let mut out = Vec::new();
         for r in table
             .relations
@@ -334,16 +396,196 @@ impl<'a> Finder<'a> {
             let mut sql = Sql::default();
             let with = self.scope(&mut sql, table, Reach::Owned, true);
             let key = r.parent_key.as_deref().unwrap_or(&table.primary_key);
-            sql.text = format!(
-                "{with}UPDATE {child} AS t SET \"{fk}\" = NULL WHERE t.\"{fk}\" IN (SELECT \"{key}\" FROM {CTE}{i})",
-                child = quoted(&r.table),
-                fk = r.foreign_key,
-                i = self.index(&table.name),
-            );
+            let keys = format!("SELECT \"{key}\" FROM {CTE}{}", self.index(&table.name));
+            let rest = body(&mut sql, r, &quoted(&r.table), &keys);
+            sql.text = format!("{with}{rest}");
             out.push((r.table.clone(), sql));
         }
         out
     }
+}
+
+impl Finder<'_> {
+    /// Counts the rows of `table` that still identify the subject after a purge: every owned
+    /// row of a Delete table; for an Anonymise table, rows whose identity columns still match
+    /// in clear (the kept rows may still hang off a kept parent, so relations do not count).
+    pub fn remaining(&self, table: &Table) -> Result<Sql, FinderError> {
+        match table.purge {
+            PurgeMode::Delete => Ok(self.count(table, Reach::Owned)),
+            PurgeMode::Anonymise => {
+                let mut only_identity = table.clone();
+                only_identity.relations.clear();
+                let solo = DataMap {
+                    tables: vec![only_identity],
+                };
+                let finder = Finder::with_dialect(&solo, &self.identifiers(), self.dialect)?;
+                Ok(finder.count(&solo.tables[0], Reach::Owned))
+            }
+        }
+    }
+}
+
+/// How a table's rows are hidden during the restore window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hide<'a> {
+    /// Set (or, on restore, clear) this timestamp column.
+    DeletedAt(&'a str),
+    /// Copy the rows into the encrypted restore archive, then delete them.
+    Quarantine,
+}
+
+/// The owned tables of a soft delete or restore, children first, with how each is hidden
+/// (Quarantine when the table says nothing, as the data map documents).
+pub fn soft_delete_plan<'a>(
+    finder: &Finder<'a>,
+) -> Result<Vec<(&'a Table, Hide<'a>)>, WorkerError> {
+    let mut plan = Vec::new();
+    for table in finder.reverse_order() {
+        if !finder.reachable(table, Reach::Owned) {
+            continue;
+        }
+        let hide = match &table.soft_delete {
+            Some(sd) if sd.strategy == SoftDeleteStrategy::DeletedAt => {
+                let column = sd.column.as_deref().ok_or_else(|| {
+                    WorkerError::invalid(format!(
+                        "table {}: softDelete DeletedAt needs a column",
+                        table.name
+                    ))
+                })?;
+                quote_ident(column).map_err(|e| WorkerError::invalid(e.to_string()))?;
+                Hide::DeletedAt(column)
+            }
+            _ => Hide::Quarantine,
+        };
+        plan.push((table, hide));
+    }
+    Ok(plan)
+}
+
+/// The columns a Restrict for `purposes` sets on `table` (later actions win on the same
+/// column; `all`, as a purpose or an action, matches every restriction).
+pub fn restrict_values<'t>(table: &'t Table, purposes: &[String]) -> BTreeMap<&'t str, &'t str> {
+    let all = purposes.iter().any(|p| p == "all");
+    let mut set = BTreeMap::new();
+    for action in &table.restrict {
+        if all || action.purpose == "all" || purposes.contains(&action.purpose) {
+            for (c, v) in &action.set {
+                set.insert(c.as_str(), v.as_str());
+            }
+        }
+    }
+    set
+}
+
+/// Column -> new value per table for a Rectify: each change goes to every table (or the one
+/// it names) declaring the field rectifiable, after checking the field's pattern. The error
+/// names the field and pattern, never the value.
+pub fn rectify_plan<'a, 'c>(
+    finder: &Finder<'a>,
+    changes: &'c [FieldChange],
+) -> Result<BTreeMap<&'a str, BTreeMap<&'a str, &'c str>>, WorkerError> {
+    let mut per_table: BTreeMap<&str, BTreeMap<&str, &str>> = BTreeMap::new();
+    for change in changes {
+        let mut found = false;
+        for table in finder.order() {
+            if change.table.as_deref().is_some_and(|t| t != table.name) {
+                continue;
+            }
+            let Some(field) = table.fields.iter().find(|f| f.name == change.field) else {
+                continue;
+            };
+            if !field.rectifiable {
+                continue;
+            }
+            if let Some(pattern) = &field.pattern {
+                let re = regex::Regex::new(pattern).map_err(|e| {
+                    WorkerError::invalid(format!(
+                        "table {} field {}: pattern is not a valid regular expression: {e}",
+                        table.name, field.name
+                    ))
+                })?;
+                if !re.is_match(&change.value) {
+                    return Err(WorkerError::invalid(format!(
+                        "the new value of {} does not match the pattern {pattern} declared for table {}",
+                        field.name, table.name
+                    )));
+                }
+            }
+            per_table
+                .entry(table.name.as_str())
+                .or_default()
+                .insert(field.name.as_str(), change.value.as_str());
+            found = true;
+        }
+        if !found {
+            return Err(WorkerError::invalid(format!(
+                "field {} is not declared rectifiable in {}; mark it `rectifiable: true` in the data map or drop the change",
+                change.field,
+                change
+                    .table
+                    .as_deref()
+                    .map_or("any table of this system".to_string(), |t| format!(
+                        "table {t}"
+                    ))
+            )));
+        }
+    }
+    Ok(per_table)
+}
+
+/// The columns an Anonymise purge overwrites, quoted: every declared field with its strategy,
+/// and identity columns not declared as fields set to NULL (they identify the subject
+/// directly).
+pub fn anonymise_sets(table: &Table) -> Result<Vec<(String, AnonymiseStrategy)>, WorkerError> {
+    let mut out: BTreeMap<String, AnonymiseStrategy> = BTreeMap::new();
+    for i in &table.identity {
+        out.insert(i.column.clone(), AnonymiseStrategy::Null);
+    }
+    for f in &table.fields {
+        out.insert(f.name.clone(), f.anonymise);
+    }
+    out.into_iter()
+        .map(|(c, s)| {
+            quote_ident(&c)
+                .map(|q| (q, s))
+                .map_err(|e| WorkerError::invalid(format!("table {}: {e}", table.name)))
+        })
+        .collect()
+}
+
+/// Every column of `table` the data map names, with where it is named, so a connector can
+/// report a missing one by name before anything runs.
+pub fn referenced_columns<'a>(map: &'a DataMap, table: &'a Table) -> Vec<(&'a str, String)> {
+    let mut out = vec![(table.primary_key.as_str(), "primaryKey".to_string())];
+    for i in &table.identity {
+        out.push((i.column.as_str(), "identity".into()));
+    }
+    for r in &table.relations {
+        out.push((
+            r.parent_key.as_deref().unwrap_or(&table.primary_key),
+            format!("relation to {}", r.table),
+        ));
+    }
+    for p in &map.tables {
+        for r in p.relations.iter().filter(|r| r.table == table.name) {
+            out.push((
+                r.foreign_key.as_str(),
+                format!("relation from {} (foreignKey)", p.name),
+            ));
+        }
+    }
+    for f in &table.fields {
+        out.push((f.name.as_str(), "fields".into()));
+    }
+    if let Some(c) = table.soft_delete.as_ref().and_then(|s| s.column.as_deref()) {
+        out.push((c, "softDelete.column".into()));
+    }
+    for r in &table.restrict {
+        for c in r.set.keys() {
+            out.push((c.as_str(), format!("restrict[{}].set", r.purpose)));
+        }
+    }
+    out
 }
 
 /// A table name already validated by [`Finder::new`].
@@ -365,7 +607,7 @@ pub enum FinderError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::datamap::{IdentityColumn, PurgeMode, Relation};
+    use crate::api::datamap::IdentityColumn;
 
     fn table(
         name: &str,
@@ -485,6 +727,52 @@ mod tests {
             Finder::new(&m, &jane()),
             Err(FinderError::BadName(_))
         ));
+    }
+
+    #[test]
+    fn the_sqlite_dialect_differs_only_in_the_comparisons() {
+        let m = map();
+        let ids = IdentifierSet {
+            email: Some("Jane@Example.com".into()),
+            phone: Some("+1 (555) 0100".into()),
+            user_id: Some("u-1".into()),
+            ..Default::default()
+        };
+        let mut m2 = m.clone();
+        m2.tables[0].identity.push(IdentityColumn {
+            column: "phone".into(),
+            identifier: IdentifierKind::Phone,
+        });
+        let f = Finder::with_dialect(&m2, &ids, Dialect::Sqlite).unwrap();
+        let sql = f.count(m2.table("recordings").unwrap(), Reach::Owned);
+        assert!(
+            sql.text.contains(
+                "WHERE (lower(t.\"email\") = $1 OR t.\"user_id\" = $2 OR privacy_operator_phone(t.\"phone\") = $3)"
+            ),
+            "{}",
+            sql.text
+        );
+        assert_eq!(sql.params, vec!["jane@example.com", "u-1", "+15550100"]);
+        let pg = Finder::new(&m2, &ids).unwrap();
+        let pg_sql = pg.count(m2.table("recordings").unwrap(), Reach::Owned);
+        assert_eq!(pg_sql.params, sql.params);
+        assert!(pg_sql.text.contains("regexp_replace(t.\"phone\"::text"));
+    }
+
+    #[test]
+    fn remaining_of_an_anonymised_table_looks_at_identity_columns_only() {
+        let mut m = map();
+        m.tables[3].identity.push(IdentityColumn {
+            column: "owner_email".into(),
+            identifier: IdentifierKind::Email,
+        });
+        m.tables[3].purge = PurgeMode::Anonymise;
+        let f = Finder::new(&m, &jane()).unwrap();
+        let sql = f.remaining(m.table("deals").unwrap()).unwrap();
+        assert_eq!(
+            sql.text,
+            "SELECT count(*) FROM \"deals\" AS t WHERE (lower(t.\"owner_email\"::text) = $1)"
+        );
     }
 
     #[test]

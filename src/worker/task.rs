@@ -6,13 +6,13 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
 use crate::api::DataSystemSpec;
 use crate::api::subject::{IdentifierSet, SubjectDigest};
 use crate::plan::jobs::JobStep;
+use crate::storage::{StorageTarget, Store};
 
 /// Version of the task and manifest format; bumped on incompatible changes.
 pub const CONTRACT_VERSION: &str = "privacy-operator.dev/worker/v1";
@@ -45,9 +45,37 @@ pub struct Task {
     /// value stay joinable across systems without being reversible by a dictionary).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash_salt: Option<String>,
-    /// Where to write export files and the manifest. A local directory path for now; object
-    /// storage URLs (`s3://…`) come with the object-store abstraction.
+    /// HTTP connector only: the shared secret that signs calls and the bearer token, read
+    /// from the DataSystem's `hmacSecretRef` and `authSecretRef`. Credentials: never logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookSecrets>,
+    /// The operator's object storage (URL and options, credentials included: never
+    /// logged). Absent in tasks that name a local directory as `output` (single-machine use
+    /// and tasks of older operators).
+    #[serde(default, skip_serializing_if = "StorageTarget::is_unset")]
+    pub storage: StorageTarget,
+    /// Where to write export files and the manifest: a key prefix below `storage`, e.g.
+    /// `exports/shop/erase-42/crm`. Without `storage`, a local directory (path or
+    /// `file://` URL).
     pub output: String,
+    /// Export only: the age X25519 recipient (`age1…`) every export file is encrypted to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipient: Option<String>,
+    /// SoftDelete, Restore, Purge: where the restore archives of Quarantine tables (and the
+    /// quarantined objects of an object-storage system) live, a key prefix below `storage`
+    /// (`quarantine/<ns>/<request>/<system>`); without `storage`, a local directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantine: Option<String>,
+    /// SoftDelete, Restore: the operator's age X25519 identity (`AGE-SECRET-KEY-1…`) that
+    /// restore archives are encrypted to and decrypted with. When absent, workers derive it
+    /// from `hashSalt` (the operator's subject salt). A credential: never logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantine_key: Option<String>,
+    /// ObjectStorage connector: the data of the connector's `credentialsSecretRef` Secret,
+    /// named as environment variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    /// `AWS_ENDPOINT`, `AWS_REGION`; `GOOGLE_*`, `AZURE_*`). Credentials: never logged.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub credentials: BTreeMap<String, String>,
 }
 
 impl fmt::Debug for Task {
@@ -65,7 +93,16 @@ impl fmt::Debug for Task {
             .field("changes", &self.changes)
             .field("purposes", &self.purposes)
             .field("hash_salt", &self.hash_salt.as_ref().map(|_| "<redacted>"))
+            .field("webhook", &self.webhook)
+            .field("storage", &self.storage)
             .field("output", &self.output)
+            .field("recipient", &self.recipient)
+            .field("quarantine", &self.quarantine)
+            .field(
+                "quarantine_key",
+                &self.quarantine_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("credentials", &self.credentials.keys().collect::<Vec<_>>())
             .finish()
     }
 }
@@ -78,6 +115,33 @@ pub struct RequestRef {
     pub name: String,
     /// The subject's salted digest: how the subject appears in logs and the manifest.
     pub digest: SubjectDigest,
+    /// metadata.uid of the request: tells apart two requests that reused a name (the HTTP
+    /// connector derives its idempotency keys from it). Absent in tasks of older operators.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+}
+
+/// The secrets of an HTTP connector, resolved from their Secrets.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookSecrets {
+    /// Key of the HMAC-SHA256 signature on every call.
+    pub hmac_secret: String,
+    /// Sent as `Authorization: Bearer …` when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token: Option<String>,
+}
+
+impl fmt::Debug for WebhookSecrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookSecrets")
+            .field("hmac_secret", &"<redacted>")
+            .field(
+                "bearer_token",
+                &self.bearer_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 /// The system a task works on.
@@ -116,6 +180,12 @@ pub enum Outcome {
     Succeeded,
     /// Nothing was changed (the transaction rolled back); `reason` and `message` say why.
     Failed,
+    /// The system accepted the work but has not confirmed it yet (an HTTP processor that
+    /// completes asynchronously and did not finish while the worker waited). `retryAfter`
+    /// says when to run the same task again; the rerun carries the same idempotency key, so
+    /// it asks for the status of the work already requested instead of repeating it. Not a
+    /// failure: it spends no retry budget.
+    Pending,
 }
 
 /// The result a worker writes as `manifest.json` in the output location, last, after every
@@ -142,6 +212,41 @@ pub struct Manifest {
     pub verification: Option<Verification>,
     /// What happened, in words; never contains identifiers or row values.
     pub message: String,
+    /// Pending only: when to run the task again (RFC 3339), from the processor's Retry-After
+    /// or the connector's pollInterval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<String>,
+    /// HTTP connector: what the processor answered, kept as evidence (its confirmation id and
+    /// time for a deletion). Present for Pending too, with what is known so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmation: Option<Confirmation>,
+}
+
+/// A processor's answer to a webhook call, as evidence. Holds no personal data: values that
+/// contain one of the subject's identifiers are dropped before they get here.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Confirmation {
+    /// The `Idempotency-Key` the calls carried (the same for every rerun of the step).
+    pub idempotency_key: String,
+    /// `completed` or `pending`, as last answered.
+    pub status: String,
+    /// The processor's id of the request it is working on, when it gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// The processor's confirmation id (completed only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmation_id: Option<String>,
+    /// When the processor says it completed the work (RFC 3339, as it reported it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<String>,
+    /// When the worker received the answer (RFC 3339, the worker's clock).
+    pub received_at: String,
+    /// HTTP calls this run made (first call, retries and status polls).
+    pub calls: u32,
+    /// Further evidence fields the processor returned (e.g. systems purged, backup expiry).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub evidence: BTreeMap<String, serde_json::Value>,
 }
 
 /// Rows touched in one table.
@@ -212,22 +317,35 @@ impl Task {
         if self.step == JobStep::Restrict && self.purposes.is_empty() {
             return Err("a restrict task needs at least one purpose".into());
         }
-        if self.output.is_empty() {
+        // Empty is the storage root itself; without storage it names no directory.
+        if self.output.is_empty() && self.storage.is_unset() {
             return Err("task output location is empty".into());
         }
         Ok(())
     }
 
-    /// The output directory (local filesystem output only, for now).
-    pub fn output_dir(&self) -> Result<PathBuf, String> {
-        let path = self.output.strip_prefix("file://").unwrap_or(&self.output);
-        if path.contains("://") {
-            return Err(format!(
-                "output {:?} is not supported yet: only local directories (path or file://) are",
-                self.output
-            ));
+    /// The store rooted at the output location: `output` below `storage`, or, without
+    /// `storage`, the local directory `output` names.
+    pub fn output_store(&self) -> Result<Store, crate::storage::StorageError> {
+        if !self.storage.is_unset() {
+            // The worker's own environment completes what the operator handed over (its
+            // workload identity, when the operator's was not portable).
+            let target = self.storage.with_env_defaults();
+            return Ok(Store::open(&target)?.child(&self.output));
         }
-        Ok(PathBuf::from(path))
+        let url = if self.output.contains("://") {
+            self.output.clone()
+        } else {
+            let path = std::path::Path::new(&self.output);
+            if !path.is_absolute() {
+                return Err(crate::storage::StorageError::invalid_target(format!(
+                    "output {:?} must be an absolute directory when the task has no storage",
+                    self.output
+                )));
+            }
+            format!("file://{}", self.output)
+        };
+        Store::open(&crate::storage::StorageTarget::new(url))
     }
 }
 
@@ -244,6 +362,8 @@ impl Manifest {
             files: Vec::new(),
             verification: None,
             message: String::new(),
+            retry_after: None,
+            confirmation: None,
         }
     }
 
@@ -287,7 +407,7 @@ mod tests {
             !debug.contains("jane") && !debug.contains("secretpw"),
             "{debug}"
         );
-        assert_eq!(task.output_dir().unwrap(), PathBuf::from("/tmp/out"));
+        assert_eq!(task.output_store().unwrap().url(""), "file:///tmp/out");
     }
 
     #[test]
@@ -307,9 +427,20 @@ mod tests {
     }
 
     #[test]
-    fn object_store_output_is_refused_clearly() {
-        let mut task = Task::from_json(task_json("Export", "").as_bytes()).unwrap();
-        task.output = "s3://bucket/x".into();
-        assert!(task.output_dir().unwrap_err().contains("not supported"));
+    fn output_is_a_prefix_below_the_storage_and_credentials_are_redacted() {
+        let extra = r#","storage": {"url": "s3://bucket/root", "options": {"aws_access_key_id": "AKIA", "aws_secret_access_key": "s3cr3t"}},
+                       "recipient": "age1zz""#;
+        let mut task = Task::from_json(task_json("Export", extra).as_bytes()).unwrap();
+        task.output = "exports/ns/r1/crm".into();
+        assert_eq!(
+            task.output_store().unwrap().url("manifest.json"),
+            "s3://bucket/root/exports/ns/r1/crm/manifest.json"
+        );
+        assert_eq!(task.recipient.as_deref(), Some("age1zz"));
+        let debug = format!("{task:?}");
+        assert!(!debug.contains("s3cr3t"), "{debug}");
+        task.storage = StorageTarget::default();
+        task.output = "relative/dir".into();
+        assert!(task.output_store().is_err());
     }
 }

@@ -32,6 +32,7 @@ pub struct Bench {
     pub client: kube::Client,
     pub clock: Arc<FakeClock>,
     controller: Option<JoinHandle<()>>,
+    config: Config,
 }
 
 pub fn config() -> Config {
@@ -48,18 +49,43 @@ pub fn config() -> Config {
     c.error_backoff = Duration::from_millis(20);
     c.max_error_backoff = Duration::from_secs(1);
     c.instance = Some("test".into());
+    c.storage = Some(storage_target());
     c
+}
+
+/// The bench's object storage: a directory per test binary (the controller reads workers'
+/// manifests and writes export bundles there).
+pub fn storage_dir() -> &'static std::path::Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().expect("temp dir"))
+        .path()
+}
+
+pub fn storage_target() -> privacy_operator::storage::StorageTarget {
+    privacy_operator::storage::StorageTarget::new(format!("file://{}", storage_dir().display()))
 }
 
 impl Bench {
     /// An emulator with the CRDs and a running controller whose clock starts at the real
     /// now (so timestamps the emulator stamps agree with the planner's).
     pub async fn start() -> Self {
+        Self::start_with(config()).await
+    }
+
+    /// [`Bench::start`] with the controller running `config` (and restarted with it).
+    pub async fn start_with(config: Config) -> Self {
         let emu = common::start().await;
         for crd in privacy_operator::api::crds() {
             emu.create_or_replace(serde_json::to_value(&crd).unwrap())
                 .expect("CRD installs");
         }
+        // The HMAC key of the third-party processor of `data_system(_, true)`.
+        emu.create_or_replace(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "mailer-api", "namespace": NS},
+            "stringData": {"hmac": "test-hmac-key-0123456789"}
+        }))
+        .expect("webhook Secret created");
         let client = common::client(&emu);
         let now = Timestamp::from_second(Timestamp::now().as_second()).unwrap();
         let mut bench = Bench {
@@ -67,6 +93,7 @@ impl Bench {
             client,
             clock: FakeClock::new(now),
             controller: None,
+            config,
         };
         bench.start_controller();
         bench
@@ -75,8 +102,9 @@ impl Bench {
     pub fn start_controller(&mut self) {
         assert!(self.controller.is_none(), "controller already running");
         let (client, clock) = (self.client.clone(), self.clock.clone());
+        let config = self.config.clone();
         self.controller = Some(tokio::spawn(async move {
-            controller::run(client, config(), clock)
+            controller::run(client, config, clock)
                 .await
                 .expect("controller runs");
         }));
@@ -178,8 +206,19 @@ impl Bench {
         .await
     }
 
-    /// Plays the Job controller: marks the Job finished at the fake clock's now.
+    /// Plays the Job controller: marks the Job finished at the fake clock's now. A
+    /// successful Job's worker leaves a Succeeded manifest with no files, as a real one
+    /// does for a subject without data; a failed one leaves none (as if it was killed).
     pub fn finish_job(&self, name: &str, success: bool) {
+        if success {
+            self.write_manifest(name);
+        }
+        self.mark_job(name, success);
+    }
+
+    /// Sets the Job's terminal status only (for tests that ran the real worker, which
+    /// wrote its own manifest).
+    pub fn mark_job(&self, name: &str, success: bool) {
         let info = self
             .emu
             .core()
@@ -217,6 +256,35 @@ impl Bench {
                 false,
             )
             .expect("job status patched");
+    }
+
+    fn write_manifest(&self, name: &str) {
+        let info = self
+            .emu
+            .core()
+            .lookup("batch", "v1", "jobs")
+            .expect("jobs served");
+        let job = self.emu.core().get(&info, NS, name).expect("job exists");
+        let label = |k: &str| {
+            job["metadata"]["labels"][k]
+                .as_str()
+                .expect("job label")
+                .to_string()
+        };
+        let step = privacy_operator::plan::JobStep::from_label(&label(labels::STEP))
+            .expect("a known step");
+        let (request, system) = (label(labels::REQUEST), label(labels::SYSTEM));
+        let mut manifest = privacy_operator::worker::task::Manifest::new(&system, step);
+        manifest.message = "played by the test bench".into();
+        let dir = storage_dir().join(controller::worker::result_prefix(
+            NS, &request, &system, step,
+        ));
+        std::fs::create_dir_all(&dir).expect("manifest dir");
+        std::fs::write(
+            dir.join("manifest.json"),
+            serde_json::to_vec(&manifest).expect("manifest json"),
+        )
+        .expect("manifest written");
     }
 
     /// Plays the Job controller faithfully: the Pod cannot start before its task Secret

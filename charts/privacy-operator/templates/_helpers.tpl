@@ -70,3 +70,30 @@ app.kubernetes.io/part-of: privacy-operator
 {{- define "privacy-operator.saltSecretName" -}}
 {{- default (printf "%s-subject-salt" (include "privacy-operator.fullname" .)) .Values.subjectSalt.secretName }}
 {{- end }}
+
+{{/*
+The object storage URL the operator gets (PRIVACY_OPERATOR_STORAGE_URL): objectStorage.url, or
+one built from provider, bucket and prefix; empty without either.
+*/}}
+{{- define "privacy-operator.storageURL" -}}
+{{- $os := .Values.objectStorage -}}
+{{- if $os.url -}}
+{{- $os.url -}}
+{{- else if $os.bucket -}}
+{{- $scheme := get (dict "s3" "s3://" "gcs" "gs://" "azure" "az://" "filesystem" "file://") $os.provider -}}
+{{- $bucket := $os.bucket -}}
+{{- if eq $os.provider "filesystem" -}}
+{{- if not (hasPrefix "/" $bucket) -}}
+{{- fail "objectStorage.bucket must be an absolute directory with provider filesystem" -}}
+{{- end -}}
+{{- $bucket = trimPrefix "/" $bucket -}}
+{{- $scheme = "file:///" -}}
+{{- end -}}
+{{- $prefix := trimAll "/" $os.prefix -}}
+{{- if $prefix -}}
+{{- printf "%s%s/%s" $scheme (trimSuffix "/" $bucket) $prefix -}}
+{{- else -}}
+{{- printf "%s%s" $scheme (trimSuffix "/" $bucket) -}}
+{{- end -}}
+{{- end -}}
+{{- end }}

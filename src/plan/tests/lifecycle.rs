@@ -384,6 +384,7 @@ fn restart_with_jobs_but_a_lost_status_write_creates_nothing_twice() {
                 created_at: t0,
                 state: JobState::Active,
                 deleting: false,
+                result: None,
             });
         }
     }

@@ -5,6 +5,7 @@
 //! Every pass is checked for invariants: no identifier of the subject in the plan, no Job
 //! created twice, and planning again from the result changes nothing.
 
+mod confirmation;
 mod erasure;
 mod export;
 mod lifecycle;
@@ -133,6 +134,7 @@ impl Sim {
                             .unwrap(),
                     ),
                     in_flight: Vec::new(),
+                    purposes: None,
                 },
                 children: Children::default(),
             },
@@ -245,6 +247,7 @@ impl Sim {
                         created_at: self.now,
                         state: JobState::Active,
                         deleting: false,
+                        result: None,
                     });
                     self.input.children.secrets.push(j.name.clone());
                     self.running(&j.system, 1);
