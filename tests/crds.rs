@@ -506,7 +506,20 @@ fn cel_rules_compile_and_fit_the_cost_budget() {
 
 #[test]
 fn examples_are_admitted_and_typed() {
-    let files = yaml_files("examples");
+    // Every example, also those in subdirectories (examples/dev, examples/custom-connector).
+    let mut files = yaml_files("examples");
+    for entry in fs::read_dir(repo("examples")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            let rel = path
+                .strip_prefix(repo(""))
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_string();
+            files.extend(yaml_files(&rel));
+        }
+    }
     assert!(files.len() >= 15, "examples missing: {files:?}");
     let mut kinds = std::collections::BTreeSet::new();
     for path in files {

@@ -48,6 +48,7 @@ struct Bench {
     client: kube::Client,
     clock: Arc<FakeClock>,
     out: tempfile::TempDir,
+    config: Config,
     controller: tokio::task::JoinHandle<()>,
 }
 
@@ -92,17 +93,13 @@ impl Bench {
             )));
         }
         let clock = FakeClock::new(now.parse().unwrap());
-        let (c, k) = (client.clone(), clock.clone());
-        let controller = tokio::spawn(async move {
-            controller::run(c, config, k)
-                .await
-                .expect("controller runs");
-        });
+        let controller = spawn_controller(&client, &config, &clock);
         let bench = Bench {
             emu,
             client,
             clock,
             out,
+            config,
             controller,
         };
         bench.put(json!({
@@ -118,6 +115,13 @@ impl Bench {
             "spec": spec,
         }));
         (bench, pg)
+    }
+
+    /// Stops the controller abruptly (like a crash) and starts a new one.
+    async fn restart_controller(&mut self) {
+        self.controller.abort();
+        let _ = (&mut self.controller).await;
+        self.controller = spawn_controller(&self.client, &self.config, &self.clock);
     }
 
     fn put(&self, mut obj: Value) -> Value {
@@ -222,6 +226,19 @@ impl Bench {
             )
             .unwrap();
     }
+}
+
+fn spawn_controller(
+    client: &kube::Client,
+    config: &Config,
+    clock: &Arc<FakeClock>,
+) -> tokio::task::JoinHandle<()> {
+    let (c, config, k) = (client.clone(), config.clone(), clock.clone());
+    tokio::spawn(async move {
+        controller::run(c, config, k)
+            .await
+            .expect("controller runs");
+    })
 }
 
 /// A policy whose rule purges contacts created more than a day before 04:30 UTC: on
@@ -424,4 +441,33 @@ async fn a_rule_on_a_table_outside_the_data_map_is_refused_with_a_reason() {
         p.1.message
     );
     assert_eq!(p.0.status.unwrap().rules[0].next_run, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_restarted_mid_run_neither_repeats_nor_loses_the_run() {
+    let (mut bench, pg) = Bench::start("ret_ctl_restart", "2024-01-06T04:00:00Z", false).await;
+    let db = "ret_ctl_restart";
+    bench.put(policy("restart", json!({})));
+    bench
+        .wait_rule("restart", "nextRun", |r| r.next_run.is_some())
+        .await;
+    bench.clock.set(ts("2024-01-06T04:30:00Z"));
+    let p = bench
+        .wait_rule("restart", "an active run", |r| !r.active.is_empty())
+        .await;
+    let job = p.status.unwrap().rules[0].active[0].clone();
+
+    // A crash while the run is under way, and a new controller a minute later.
+    bench.restart_controller().await;
+    bench.clock.set(ts("2024-01-06T04:31:00Z"));
+    bench.run_job(&job).await;
+    let p = bench
+        .wait_rule("restart", "a result", |r| r.last_result.is_some())
+        .await;
+    let last = p.status.unwrap().rules[0].last_result.clone().unwrap();
+    assert_eq!(last.phase, RunPhase::Succeeded, "{last:?}");
+    assert_eq!(last.affected, 100);
+    let jobs = bench.run_jobs("restart").await;
+    assert_eq!(jobs.len(), 1, "one Job for the one scheduled run");
+    assert_eq!(pg.psql(db, "SELECT count(*) FROM crm.contacts"), "400");
 }

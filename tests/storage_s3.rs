@@ -9,7 +9,7 @@ use std::io::Read;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use privacy_operator::storage::{StorageTarget, Store};
+use privacy_operator::storage::{PART_SIZE, StorageTarget, Store};
 use sha2::{Digest, Sha256};
 
 fn store(prefix: &str) -> Store {
@@ -79,7 +79,11 @@ async fn put_get_list_delete_rename() {
 #[tokio::test]
 async fn multipart_streaming_of_a_large_object_hashes_what_is_stored() {
     let s = store("t-multipart");
-    let mut w = s.writer("big/records.ndjson").await.unwrap();
+    let mut w = s
+        .writer("big/records.ndjson")
+        .await
+        .unwrap()
+        .with_part_size(PART_SIZE);
     let mut expected = Sha256::new();
     let mut size = 0u64;
     // 13 MiB in uneven chunks: three parts, the last short.
@@ -108,7 +112,11 @@ async fn multipart_streaming_of_a_large_object_hashes_what_is_stored() {
 #[tokio::test]
 async fn aborted_multipart_upload_leaves_nothing() {
     let s = store("t-abort");
-    let mut w = s.writer("x/partial.bin").await.unwrap();
+    let mut w = s
+        .writer("x/partial.bin")
+        .await
+        .unwrap()
+        .with_part_size(PART_SIZE);
     w.write(&vec![7u8; 6 * 1024 * 1024]).await.unwrap();
     w.abort().await.unwrap();
     assert!(s.list("").await.unwrap().is_empty());
@@ -195,7 +203,7 @@ async fn server_down_is_unreachable() {
 async fn server_down_mid_upload_publishes_nothing() {
     let mut server = s3::S3::start();
     let s = Store::open(&server.target("t").with_option("max_retries", "1")).unwrap();
-    let mut w = s.writer("big.bin").await.unwrap();
+    let mut w = s.writer("big.bin").await.unwrap().with_part_size(PART_SIZE);
     w.write(&vec![1u8; 6 * 1024 * 1024]).await.unwrap();
     server.stop();
     let mut failed = None;
@@ -222,6 +230,7 @@ async fn age_encrypted_upload_round_trips() {
         .writer("enc/contacts.ndjson.age")
         .await
         .unwrap()
+        .with_part_size(PART_SIZE)
         .encrypt_to(&identity.to_public().to_string())
         .unwrap();
     let mut plain = Vec::new();

@@ -430,8 +430,20 @@ fn product_crds_accept_examples_and_reject_malformed_manifests() {
         Some(msgs)
     };
 
-    for f in std::fs::read_dir(root.join("examples")).expect("examples/") {
-        let path = f.expect("dir entry").path();
+    // Every YAML file of examples/, subdirectories included.
+    let mut examples = Vec::new();
+    let mut dirs = vec![root.join("examples")];
+    while let Some(dir) = dirs.pop() {
+        for f in std::fs::read_dir(&dir).expect("examples/") {
+            let path = f.expect("dir entry").path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "yaml") {
+                examples.push(path);
+            }
+        }
+    }
+    for path in examples {
         for doc in docs(&path) {
             if let Some(msgs) = check(&doc, None) {
                 assert!(

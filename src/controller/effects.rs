@@ -157,6 +157,9 @@ impl Effects<'_> {
                 )
                 .await?
             }
+            Action::DeleteExport => {
+                export::delete(self.ctx.storage.as_ref(), self.ns, &self.name()).await?
+            }
             Action::RecordEvent(event) => self.record_event(event).await,
         }
         Ok(())

@@ -122,6 +122,24 @@ pub fn bundle_key(namespace: &str, request: &str) -> String {
     format!("{EXPORTS}/{namespace}/{request}/{MANIFEST_FILE}")
 }
 
+/// Deletes the request's bundle with every file of it (expired, or the request is being
+/// deleted). Without object storage no bundle was ever written.
+pub(super) async fn delete(store: Option<&Store>, namespace: &str, request: &str) -> Result<()> {
+    let Some(store) = store else {
+        return Ok(());
+    };
+    let deleted = store
+        .delete_prefix(&format!("{EXPORTS}/{namespace}/{request}"))
+        .await
+        .map_err(Error::Storage)?;
+    tracing::info!(
+        request = %format!("{namespace}/{request}"),
+        objects = deleted,
+        "deleted the export bundle"
+    );
+    Ok(())
+}
+
 /// Writes the bundle of `systems` (their latest successful export Jobs' manifests are in
 /// `jobs`) and fills `status.export`. `status.export.expiresAt` (planned) is the bundle's
 /// expiry.

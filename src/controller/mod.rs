@@ -56,6 +56,9 @@ pub use worker::WorkerSettings;
 /// Field manager of every write, and the reporting controller of Events.
 pub const MANAGER: &str = "privacy-operator";
 
+/// How long reconciles under way may finish after the shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// Safety-net requeue of a request whose cached version predates our own last write.
 const STALE_RETRY: Duration = Duration::from_secs(2);
 
@@ -337,7 +340,7 @@ pub async fn run_until(
             },
         )
         .reconcile_all_on(clock.jumps())
-        .graceful_shutdown_on(shutdown)
+        .graceful_shutdown_on(shutdown.clone())
         .run(
             |dsr, ctx| async move {
                 // Feeds /metrics (runtime::metrics): count, duration, errors by reason.
@@ -358,15 +361,26 @@ pub async fn run_until(
             }
         });
     // All stop on the same signal; dropping this future (an aborted task) stops them all.
-    let (_, _, consent, replays) =
-        futures::future::join4(requests_done, retention, consent_done, replays_done).await;
-    for (what, result) in [
-        ("ConsentPolicy", consent),
-        ("erasure-ledger replay", replays),
-    ] {
-        if let Err(e) = result {
-            tracing::error!(error = %e, "the {what} controller stopped");
+    let all = futures::future::join4(requests_done, retention, consent_done, replays_done);
+    // A kube-runtime controller stopped before its first list completes waits for a store
+    // that will never fill: after the signal, reconciles under way get SHUTDOWN_GRACE, then
+    // whatever is left is dropped (every reconcile is idempotent; the next leader plans again).
+    let grace = async {
+        shutdown.clone().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        (_, _, consent, replays) = all => {
+            for (what, result) in [("ConsentPolicy", consent), ("erasure-ledger replay", replays)] {
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "the {what} controller stopped");
+                }
+            }
         }
+        () = grace => tracing::warn!(
+            grace = ?SHUTDOWN_GRACE,
+            "controllers still busy after the shutdown grace period; abandoning them"
+        ),
     }
     gauges.abort();
     if let Some(synced) = synced {

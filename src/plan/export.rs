@@ -12,7 +12,7 @@ use crate::api::{
 use super::{
     conditions::Outcome,
     jobs::JobStep,
-    model::{Action, IntegrationData},
+    model::{Action, EventType, IntegrationData},
     planner::Planner,
     step::{Progress, drive},
     timeline::{add, fmt, time},
@@ -114,5 +114,42 @@ pub(crate) fn run(p: &mut Planner) -> Outcome {
         phase: RequestPhase::Completed,
         reason: "Exported",
         message: format!("{msg}; the bundle expires at {expires}"),
+    }
+}
+
+/// A finished Access or Portability request: its bundle is deleted from object storage at
+/// `export.expiresAt` (the policy's exportExpiry), or when the request itself is deleted, and
+/// status says when. Until then the request wakes at the expiry.
+pub(crate) fn expire(p: &mut Planner) {
+    let Some(export) = p.status.export.as_ref() else {
+        return;
+    };
+    if export.deleted_at.is_some() || export.location.is_none() {
+        return;
+    }
+    let Some(expires) = export.expires_at.as_ref().map(|t| t.0) else {
+        return;
+    };
+    let deleting = p.input.request.deleting;
+    if !deleting && p.now < expires {
+        p.wake_at(expires);
+        return;
+    }
+    p.actions.push(Action::DeleteExport);
+    let now = p.now;
+    if let Some(export) = p.status.export.as_mut() {
+        export.deleted_at = Some(time(now));
+        export.download_url = None;
+        export.download_url_expires_at = None;
+    }
+    if !deleting {
+        p.event(
+            EventType::Normal,
+            "ExportExpired",
+            format!(
+                "the export bundle expired at {} and was deleted from object storage",
+                fmt(expires)
+            ),
+        );
     }
 }

@@ -86,6 +86,7 @@ pub fn plan(input: &PlanInput, now: Timestamp) -> Plan {
         return finish(p, false);
     }
     if conditions::is_terminal(req.status.phase) {
+        export::expire(&mut p);
         if req.deleting {
             deletion::cleanup(&mut p);
         }

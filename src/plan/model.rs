@@ -357,6 +357,9 @@ pub enum Action {
         systems: Vec<String>,
         integrations: Vec<IntegrationData>,
     },
+    /// Delete the request's export bundle (`exports/<ns>/<request>/`) from object storage:
+    /// it expired, or the request is being deleted. Objects already gone are fine.
+    DeleteExport,
     /// Record a Kubernetes Event on the request.
     RecordEvent(Event),
     /// Remove [`FINALIZER`]; the request then disappears.

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::aws::AmazonS3Builder;
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
@@ -42,7 +42,7 @@ use sha2::{Digest, Sha256};
 
 pub use error::StorageError;
 pub use target::{Backend, OPTION_MAX_RETRIES, OPTION_RETRY_TIMEOUT_SECS, StorageTarget};
-pub use writer::{MAX_PARTS_IN_FLIGHT, ObjectWriter, PART_SIZE, parse_recipient};
+pub use writer::{MAX_PARTS_IN_FLIGHT, ObjectWriter, PART_SIZE, SINGLE_PUT_LIMIT, parse_recipient};
 
 /// Reasons of [`StorageError`].
 pub mod reasons {
@@ -109,13 +109,7 @@ impl Store {
         let mut local = None;
         let (inner, signer): (Arc<dyn ObjectStore>, Option<Arc<dyn Signer>>) = match backend {
             Backend::S3 => {
-                // The payload is not hashed into the SigV4 signature unless asked for: every
-                // object's SHA-256 is computed by the writer anyway and recorded in
-                // manifests, and TLS protects it in transit. Hashing it twice cost a fifth
-                // of the export throughput.
-                let mut b = AmazonS3Builder::new()
-                    .with_url(url.as_str())
-                    .with_config(AmazonS3ConfigKey::UnsignedPayload, "true");
+                let mut b = AmazonS3Builder::new().with_url(url.as_str());
                 for (k, v) in options {
                     b = b.with_config(k.parse().map_err(build_err)?, v);
                 }

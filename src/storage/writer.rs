@@ -1,9 +1,10 @@
 //! [`ObjectWriter`]: a streaming upload with the SHA-256 and size of the stored bytes
 //! computed on the way, optionally age-encrypted.
 //!
-//! Small objects (under one part) are stored with a single PUT at [`ObjectWriter::finish`];
-//! larger ones switch to a multipart upload with at most [`MAX_PARTS_IN_FLIGHT`] parts
-//! uploading at once, so memory stays bounded by a few parts whatever the object's size.
+//! Objects up to [`SINGLE_PUT_LIMIT`] are stored with a single PUT at
+//! [`ObjectWriter::finish`]; larger ones switch to a multipart upload of [`PART_SIZE`] parts
+//! with at most [`MAX_PARTS_IN_FLIGHT`] uploading at once, so memory stays bounded whatever
+//! the object's size.
 //! Either way nothing is visible under the key until `finish` succeeds: a failed or
 //! abandoned writer aborts its upload (also when dropped), and the key keeps its previous
 //! content (or stays absent).
@@ -21,6 +22,9 @@ use super::{ObjectInfo, StorageError};
 
 /// Size of a multipart part (S3 requires at least 5 MiB for all parts but the last).
 pub const PART_SIZE: usize = 5 * 1024 * 1024;
+/// Objects up to this size are stored with one PUT: fewer requests, and no server-side
+/// assembly of parts. It bounds the memory of one writer, with the parts in flight.
+pub const SINGLE_PUT_LIMIT: usize = 32 * 1024 * 1024;
 /// Parts uploading at once; writes wait for a slot (backpressure).
 pub const MAX_PARTS_IN_FLIGHT: usize = 2;
 
@@ -39,6 +43,7 @@ pub struct ObjectWriter {
     pending: Vec<u8>,
     upload: Option<WriteMultipart>,
     part_size: usize,
+    single_put_limit: usize,
     encryption: Option<Encryption>,
     /// Set after a failed write: the upload was aborted, nothing more can be written.
     failed: Option<StorageError>,
@@ -101,6 +106,7 @@ impl ObjectWriter {
             pending: Vec::new(),
             upload: None,
             part_size: PART_SIZE,
+            single_put_limit: SINGLE_PUT_LIMIT,
             encryption: None,
             failed: None,
         }
@@ -215,7 +221,7 @@ impl ObjectWriter {
         self.size += data.len() as u64;
         if self.upload.is_none() {
             self.pending.extend_from_slice(data);
-            if self.pending.len() < self.part_size {
+            if self.pending.len() <= self.single_put_limit {
                 return Ok(());
             }
             let upload = self
@@ -252,9 +258,12 @@ impl ObjectWriter {
         }
     }
 
-    #[cfg(test)]
-    pub(super) fn with_part_size(mut self, part_size: usize) -> Self {
-        self.part_size = part_size;
+    /// Uses parts of `part_size` bytes and switches to multipart once more than one part is
+    /// written (instead of [`PART_SIZE`] and [`SINGLE_PUT_LIMIT`]): for tests and tuning.
+    /// S3 rejects parts under 5 MiB (but the last).
+    pub fn with_part_size(mut self, part_size: usize) -> Self {
+        self.part_size = part_size.max(1);
+        self.single_put_limit = self.part_size;
         self
     }
 }

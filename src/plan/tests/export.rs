@@ -102,9 +102,25 @@ fn access_exports_each_system_then_assembles_and_is_ready() {
     assert_eq!(sim.writes, 2);
     assert_eq!(sim.event_reasons(), vec!["Accepted", "Exported"]);
 
-    // Complete means complete: later passes do nothing.
+    // Complete means complete: nothing more happens until the bundle expires (exportExpiry,
+    // 7 days by default), when it is deleted from object storage, once, and status says so.
+    let expires = sim.time(&sim.status().export.as_ref().unwrap().expires_at);
+    assert_eq!(expires, ts("2024-02-07T09:00:05Z"));
+    let wait = sim.peek().requeue_after.expect("wakes at the expiry");
+    assert_eq!(wait, std::time::Duration::from_secs(7 * 86_400));
+    sim.advance(days(6));
+    assert!(sim.step().is_noop());
+    sim.advance(days(1));
+    let p = sim.step();
+    assert_eq!(sim.exports_deleted, 1);
+    assert!(p.status_changed);
+    let export = sim.status().export.clone().unwrap();
+    assert_eq!(sim.time(&export.deleted_at), ts("2024-02-07T09:00:05Z"));
+    assert!(export.download_url.is_none());
+    assert_eq!(sim.event_reasons().last(), Some(&"ExportExpired"));
     sim.advance(days(40));
     assert!(sim.step().is_noop());
+    assert_eq!(sim.exports_deleted, 1);
 }
 
 #[test]
@@ -269,4 +285,31 @@ fn retries_back_off_and_fail_when_the_budget_is_spent() {
     // Terminal: nothing more, even much later.
     sim.advance(days(60));
     assert!(sim.step().is_noop());
+}
+
+#[test]
+fn deleting_a_finished_access_request_deletes_its_bundle_first() {
+    let mut sim = access();
+    sim.step();
+    for j in sim
+        .jobs_of(JobStep::Export)
+        .iter()
+        .map(|j| j.system.clone())
+        .collect::<Vec<_>>()
+    {
+        sim.succeed(&j, JobStep::Export);
+    }
+    sim.step();
+    assert!(sim.is_true(types::READY));
+    sim.input.request.deleting = true;
+    let p = sim.step();
+    let delete = p
+        .actions
+        .iter()
+        .position(|a| matches!(a, Action::DeleteExport));
+    let finalizer = p
+        .actions
+        .iter()
+        .position(|a| matches!(a, Action::RemoveFinalizer));
+    assert!(delete.is_some() && delete < finalizer, "{:#?}", p.actions);
 }

@@ -102,6 +102,8 @@ pub(super) struct Sim {
     /// Jobs created so far.
     pub created: Vec<String>,
     pub assembled: Vec<Action>,
+    /// DeleteExport actions carried out.
+    pub exports_deleted: usize,
     /// The finalizer came off: the request is gone.
     pub gone: bool,
     /// The controller crashes after the next pass's actions, before its status write.
@@ -143,6 +145,7 @@ impl Sim {
             writes: 0,
             created: Vec::new(),
             assembled: Vec::new(),
+            exports_deleted: 0,
             gone: false,
             crash_before_write: false,
             last: None,
@@ -258,6 +261,7 @@ impl Sim {
                 Action::DeleteSecret { name } => {
                     self.input.children.secrets.retain(|s| s != name);
                 }
+                Action::DeleteExport => self.exports_deleted += 1,
                 Action::AssembleExport { .. } => {
                     self.assembled.push(a.clone());
                     let e = status.export.get_or_insert_with(Default::default);
