@@ -2,8 +2,10 @@
 //! backup time not yet replayed, runs a replay Job (owned by the DataSystem) and records its
 //! progress and result in `status.replay` and the `Replaying` condition.
 //!
-//! Only `status.replay` and the `Replaying` condition are written, as a merge patch guarded
-//! by the resourceVersion the plan was made from, and only when they changed.
+//! It also keeps the DataSystem's `Ready` condition ([`super::readiness`]: a valid data map
+//! and the connector's Secrets present). Only `Ready`, `status.replay` and the `Replaying`
+//! condition are written, as merge patches guarded by the resourceVersion they were computed
+//! from, and only when they changed.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -33,6 +35,9 @@ use crate::{Error, Result};
 use super::plan::{self, ReplayAction, ReplayInput, ReplayJob};
 use super::replay::{REPLAY_VERSION, ReplayReport, ReplayTask, report_key};
 use super::{Ledger, LedgerKey};
+
+/// How often a DataSystem that is not Ready (e.g. waiting for its Secret) is checked again.
+const NOT_READY_RETRY: Duration = Duration::from_secs(30);
 
 /// Label naming the DataSystem a replay Job works on.
 pub const REPLAY_LABEL: &str = "privacy-operator.dev/replay-of";
@@ -101,10 +106,52 @@ fn blocked(ctx: &Scheduled, system: &DataSystem) -> Option<(&'static str, String
 }
 
 async fn reconcile(system: Arc<DataSystem>, ctx: Arc<Scheduled>) -> Result<Action> {
+    // Ready first: written on its own (the watch event of the write brings the next pass).
+    let ns_of = system
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    let ready = super::readiness::evaluate(&ctx.client, &ns_of, &system.spec).await?;
+    // Secrets are not watched: a system waiting for one is looked at again.
+    let not_ready = ready.0 != crate::api::conditions::Status::True;
+    let conditions = system
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    if let Some(conditions) = super::readiness::updated(
+        &conditions,
+        ready,
+        system.metadata.generation,
+        ctx.clock.now(),
+    ) {
+        let patch = json!({
+            "metadata": {"resourceVersion": system.resource_version()},
+            "status": {
+                "observedGeneration": system.metadata.generation,
+                "conditions": conditions,
+            },
+        });
+        Api::<DataSystem>::namespaced(ctx.client.clone(), &ns_of)
+            .patch_status(
+                &system.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await?;
+        return Ok(if not_ready {
+            Action::requeue(NOT_READY_RETRY)
+        } else {
+            Action::await_change()
+        });
+    }
     if system.spec.restored_from_backup.is_none()
         && system.status.as_ref().is_none_or(|s| s.replay.is_none())
     {
-        return Ok(Action::await_change());
+        return Ok(if not_ready {
+            Action::requeue(NOT_READY_RETRY)
+        } else {
+            Action::await_change()
+        });
     }
     let now = ctx.clock.now();
     let ns = system

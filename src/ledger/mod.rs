@@ -27,6 +27,7 @@
 pub mod controller;
 pub mod hook;
 pub mod plan;
+pub mod readiness;
 pub mod replay;
 
 use std::fmt;

@@ -22,9 +22,9 @@ use super::{ObjectInfo, StorageError};
 
 /// Size of a multipart part (S3 requires at least 5 MiB for all parts but the last).
 pub const PART_SIZE: usize = 5 * 1024 * 1024;
-/// Objects up to this size are stored with one PUT: fewer requests, and no server-side
-/// assembly of parts. It bounds the memory of one writer, with the parts in flight.
-pub const SINGLE_PUT_LIMIT: usize = 32 * 1024 * 1024;
+/// Objects up to this size are stored with one PUT at finish; beyond it the upload turns
+/// multipart, so that parts upload while the rest is still being produced.
+pub const SINGLE_PUT_LIMIT: usize = PART_SIZE;
 /// Parts uploading at once; writes wait for a slot (backpressure).
 pub const MAX_PARTS_IN_FLIGHT: usize = 2;
 
