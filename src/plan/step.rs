@@ -403,7 +403,8 @@ fn drive_step(
                 p.wake_at(at);
             }
             let msg = format!(
-                "attempt {failures} of {max} failed ({reason}); next attempt at {}",
+                "attempt {failures} of {max} failed ({reason}{}); next attempt at {}",
+                worker_says(p, &job),
                 fmt(at)
             );
             let first_seen = p.old_entry(system).is_none_or(|o| {
@@ -464,6 +465,7 @@ fn drive_step(
             attempts,
             reason,
         } => {
+            let reason = format!("{reason}{}", worker_says(p, &job));
             let msg = exhausted_message(system, step, attempts, &reason, &job);
             let first_seen = p
                 .old_entry(system)
@@ -538,6 +540,30 @@ fn drive_step(
 fn slot_message(p: &Planner, system: &str) -> String {
     let limit = p.system(system).map_or(0, |s| s.concurrency);
     format!("waiting for a free Job slot on {system} (at most {limit} Jobs at once)")
+}
+
+/// The worker's own words on a failed Job (its manifest's message: by contract never
+/// identifiers or row values), shortened, as `: …` to follow the reason.
+fn worker_says(p: &Planner, job: &str) -> String {
+    const MAX: usize = 300;
+    let Some(message) = p
+        .input
+        .children
+        .jobs
+        .iter()
+        .find(|j| j.name == job)
+        .and_then(|j| j.result.as_ref())
+        .map(|m| m.message.trim())
+        .filter(|m| !m.is_empty())
+    else {
+        return String::new();
+    };
+    let mut cut = message.len().min(MAX);
+    while !message.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let ellipsis = if cut < message.len() { "…" } else { "" };
+    format!(": {}{ellipsis}", &message[..cut])
 }
 
 fn exhausted_message(

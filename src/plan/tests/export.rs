@@ -313,3 +313,33 @@ fn deleting_a_finished_access_request_deletes_its_bundle_first() {
         .position(|a| matches!(a, Action::RemoveFinalizer));
     assert!(delete.is_some() && delete < finalizer, "{:#?}", p.actions);
 }
+
+#[test]
+fn a_failed_export_shows_the_workers_reason_and_words() {
+    let mut sim = access();
+    sim.step();
+    let job = sim.fail("crm", JobStep::Export, "MissingTable");
+    let manifest: crate::worker::task::Manifest = serde_json::from_value(serde_json::json!({
+        "version": crate::worker::task::CONTRACT_VERSION,
+        "system": "crm", "step": "Export", "outcome": "Failed", "reason": "MissingTable",
+        "tables": {}, "message": "table crm.notes does not exist"
+    }))
+    .unwrap();
+    for j in &mut sim.input.children.jobs {
+        if j.name == job {
+            j.result = Some(std::sync::Arc::new(manifest.clone()));
+        }
+    }
+    sim.step();
+    let crm = sim
+        .status()
+        .systems
+        .iter()
+        .find(|s| s.name == "crm")
+        .unwrap();
+    let message = crm.message.as_deref().unwrap();
+    assert!(
+        message.contains("(MissingTable: table crm.notes does not exist)"),
+        "{message}"
+    );
+}
