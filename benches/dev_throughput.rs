@@ -2,8 +2,8 @@
 //! with 21 rows each across 8 related tables; 100 Access requests applied at once until all are
 //! Ready with their export bundles, then 100 Erasure requests until all are past soft delete
 //! (data hidden in the live tables). Prints each time against its target, and the peak memory
-//! of the `dev` process (emulator included: it runs in the same process) and of the worker
-//! subprocesses it ran, sampled from /proc.
+//! (PSS) of the `dev` process (emulator included: it runs in the same process) and of the
+//! worker subprocesses it ran, sampled from /proc.
 //!
 //! Run with `cargo bench --bench dev_throughput` (needs PostgreSQL: `scripts/setup/postgres.sh`).
 
@@ -58,12 +58,14 @@ fn load_crm(pg: &pg_support::Postgres, fixtures: &Path) {
     pg.psql("dev_bench", "ANALYZE");
 }
 
-/// Resident set size of a process, in KiB (0 once it is gone).
+/// Proportional set size of a process, in KiB (0 once it is gone): resident memory with pages
+/// shared between processes (the binary's text, mapped by the dev process and every worker)
+/// divided among them, so the sum over processes is what they use together.
 fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix("Pss:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
 }
@@ -348,7 +350,7 @@ async fn bench() {
         hidden.trim()
     );
     println!(
-        "  peak RSS: dev process (emulator included) {dev_mib} MiB, workers together {workers_mib} MiB, both at once {total_mib} MiB (target < {MEMORY_TARGET_MIB} MiB without the emulator: {})",
+        "  peak memory (PSS): dev process (emulator included) {dev_mib} MiB, workers together {workers_mib} MiB, both at once {total_mib} MiB (target < {MEMORY_TARGET_MIB} MiB without the emulator: {})",
         verdict(total_mib < MEMORY_TARGET_MIB)
     );
 }
