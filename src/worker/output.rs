@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use crate::storage::{ObjectWriter, StorageError, Store};
 
-use super::task::Manifest;
+use super::task::{FileEntry, Manifest, TableCount};
 use super::{MANIFEST_FILE, WorkerError};
 
 /// Suffix of files encrypted to the request's recipient (the age format).
@@ -104,6 +104,40 @@ impl NdjsonFile {
         let records = self.records;
         let info = self.writer.finish().await.map_err(storage_error)?;
         Ok((records, info.size, info.sha256))
+    }
+
+    /// Ends the export of `table`: an empty file is dropped (the table counts 0 rows), any
+    /// other is published and listed in `manifest` with its records, size and checksum.
+    pub async fn publish_into(
+        self,
+        manifest: &mut Manifest,
+        table: &str,
+    ) -> Result<(), WorkerError> {
+        if self.records == 0 {
+            self.abort().await;
+            manifest
+                .tables
+                .insert(table.to_string(), TableCount::default());
+            return Ok(());
+        }
+        let key = self.key().to_string();
+        let (records, size, sha256) = self.finish().await?;
+        manifest.tables.insert(
+            table.to_string(),
+            TableCount {
+                rows: records,
+                detached: 0,
+            },
+        );
+        manifest.files.push(FileEntry {
+            path: key,
+            table: table.to_string(),
+            format: "ndjson".into(),
+            records,
+            size,
+            sha256,
+        });
+        Ok(())
     }
 
     /// Drops the file: nothing is published (an empty table, or a failed export).

@@ -43,7 +43,7 @@ use super::sql::{
     Dialect, Finder, Hide, Reach, SQLITE_PHONE_FN, Sql, anonymise_sets, quote_ident, quote_table,
     rectify_plan, referenced_columns, restrict_values, soft_delete_plan,
 };
-use super::task::{FileEntry, Manifest, TableCount, Task, Verification};
+use super::task::{Manifest, TableCount, Task, Verification};
 use crate::api::datamap::{AnonymiseStrategy, DataMap, PurgeMode, Table};
 use crate::plan::jobs::JobStep;
 
@@ -526,35 +526,12 @@ impl Run<'_, '_> {
             let sql = export_statement(self.finder, table, columns);
             let what = format!("exporting {}", table.name);
             let mut file = output.ndjson(&format!("{}.ndjson", table.name)).await?;
-            let key = file.key().to_string();
             if let Err(e) = stream_lines(db, what, sql, &mut file).await {
                 // A half-written file is never published.
                 file.abort().await;
                 return Err(e);
             }
-            if file.records() == 0 {
-                file.abort().await;
-                self.manifest
-                    .tables
-                    .insert(table.name.clone(), TableCount::default());
-                continue;
-            }
-            let (records, size, sha256) = file.finish().await?;
-            self.manifest.tables.insert(
-                table.name.clone(),
-                TableCount {
-                    rows: records,
-                    detached: 0,
-                },
-            );
-            self.manifest.files.push(FileEntry {
-                path: key,
-                table: table.name.clone(),
-                format: "ndjson".into(),
-                records,
-                size,
-                sha256,
-            });
+            file.publish_into(self.manifest, &table.name).await?;
         }
         Ok(())
     }
