@@ -262,6 +262,29 @@ async fn dispatch(
     }
 }
 
+/// Records a purge's re-scan (`remaining` per table, archive or prefix) as the manifest's
+/// verification; anything left fails the task as VerificationFailed with `found_again`.
+pub(crate) fn record_verification(
+    manifest: &mut Manifest,
+    remaining: std::collections::BTreeMap<String, u64>,
+    found_again: &str,
+) -> Result<(), WorkerError> {
+    let passed = remaining.values().all(|n| *n == 0);
+    manifest.verification = Some(task::Verification {
+        scanned_at: jiff::Timestamp::now().to_string(),
+        remaining,
+        passed,
+    });
+    if passed {
+        Ok(())
+    } else {
+        Err(WorkerError::new(
+            "VerificationFailed",
+            format!("{found_again}; run the purge again"),
+        ))
+    }
+}
+
 /// The output location of `task`: `task.output` below `task.storage`, encrypting export
 /// files to `task.recipient` when set.
 pub fn output(task: &Task) -> Result<output::Output, WorkerError> {

@@ -26,7 +26,7 @@ use bytes::Bytes;
 use super::WorkerError;
 use super::output::{Output, storage_error};
 use super::quarantine::{LineSink, Quarantine, VERIFICATION_KEY};
-use super::task::{FileEntry, Manifest, TableCount, Task, Verification};
+use super::task::{FileEntry, Manifest, TableCount, Task};
 use crate::api::datasystem::ObjectStorageConnector;
 use crate::api::subject::{IdentifierKind, IdentifierSet};
 use crate::plan::jobs::JobStep;
@@ -289,18 +289,11 @@ impl Run<'_> {
         if let Some(q) = q {
             remaining.insert(VERIFICATION_KEY.to_string(), q.destroy().await?);
         }
-        let passed = remaining.values().all(|n| *n == 0);
-        self.manifest.verification = Some(Verification {
-            scanned_at: jiff::Timestamp::now().to_string(),
+        super::record_verification(
+            self.manifest,
             remaining,
-            passed,
-        });
-        if !passed {
-            return Err(WorkerError::new(
-                "VerificationFailed",
-                "objects were found below the subject's prefix after the purge (uploaded concurrently?); run the purge again",
-            ));
-        }
+            "objects were found below the subject's prefix after the purge (uploaded concurrently?)",
+        )?;
         self.manifest.message = format!(
             "purged {} objects; verification found none left",
             keys.len()

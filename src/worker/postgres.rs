@@ -21,7 +21,7 @@ use super::sql::{
     Finder, Hide, Reach, Sql, anonymise_sets, quote_ident, quote_table, rectify_plan,
     referenced_columns, restrict_values, soft_delete_plan,
 };
-use super::task::{Manifest, TableCount, Task, Verification};
+use super::task::{Manifest, TableCount, Task};
 use crate::api::datamap::{AnonymiseStrategy, DataMap, PurgeMode, Table};
 use crate::plan::jobs::JobStep;
 
@@ -684,18 +684,11 @@ impl Run<'_, '_> {
             // The restore window is over: the archives go too, and must be gone.
             remaining.insert(VERIFICATION_KEY.to_string(), q.destroy().await?);
         }
-        let passed = remaining.values().all(|n| *n == 0);
-        self.manifest.verification = Some(Verification {
-            scanned_at: jiff::Timestamp::now().to_string(),
+        super::record_verification(
+            self.manifest,
             remaining,
-            passed,
-        });
-        if !passed {
-            return Err(WorkerError::new(
-                "VerificationFailed",
-                "rows for the subject were found again after the purge committed (written concurrently?); run the purge again",
-            ));
-        }
+            "rows for the subject were found again after the purge committed (written concurrently?)",
+        )?;
         self.manifest.message = format!(
             "purged {} rows; verification found no rows left",
             self.manifest.total_rows()
